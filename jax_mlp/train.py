@@ -1,0 +1,342 @@
+"""Train the MLP: a jitted optax step, fused into on-device loops between log points.
+
+    python -m jax_mlp.train [--config FILE] [--SECTION.FIELD VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jax_mlp import checkpoint
+from jax_mlp import config as config_lib
+from jax_mlp.config import Config
+from jax_mlp.data import Dataset, loss_floor, make_dataset, read_words
+from jax_mlp.errors import ArgumentParser, UserError, cli_entry
+from jax_mlp.model import forward, init_params, loss_fn, num_params
+from jax_mlp.optim import SCHEDULES, build_optimizer, check_optimizer, learning_rate_fn, optimizer_names
+from jax_mlp.sample import sample_names
+
+RUN_FILES = ("summary.json", "metrics.jsonl", checkpoint.CHECKPOINT, "config.toml")
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training; a pytree, so it flows through jit and loops."""
+
+    params: dict
+    opt_state: optax.OptState
+    key: jax.Array  # minibatch key; step k samples with fold_in(key, k)
+    step: jax.Array
+
+
+def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation) -> TrainState:
+    """Fresh parameters and optimizer state from the config's seed."""
+    model_key, data_key = jax.random.split(jax.random.key(cfg.train.seed))
+    m = cfg.model
+    params = init_params(model_key, vocab_size, cfg.data.block_size, m.n_embd, m.n_hidden, m.init)
+    return TrainState(params, tx.init(params), data_key, jnp.zeros((), jnp.int32))
+
+
+def make_train_step(tx: optax.GradientTransformation) -> Callable:
+    """The update `(state, (X, Y)) -> (state, loss)`: value_and_grad, then optax, no mutation."""
+
+    def train_step(state: TrainState, batch) -> tuple[TrainState, jax.Array]:
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, *batch)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), loss
+
+    return train_step
+
+
+def make_run_steps(tx: optax.GradientTransformation, batch_size: int, full_batch: bool) -> Callable:
+    """A jitted `(state, X, Y, num_steps) -> (state, loss_sum)` that runs num_steps updates on the device.
+
+    num_steps is traced, so every chunk length shares one compiled program. Batches
+    are drawn on the device from fold_in(key, step): the data a step sees depends only
+    on the seed and the step number, not on where the chunks begin and end.
+    """
+    train_step = make_train_step(tx)
+
+    def one_step(_, carry):
+        state, loss_sum, X, Y = carry
+        if full_batch:
+            batch = (X, Y)
+        else:
+            ix = jax.random.randint(jax.random.fold_in(state.key, state.step), (batch_size,), 0, X.shape[0])
+            batch = (X[ix], Y[ix])
+        state, loss = train_step(state, batch)
+        return state, loss_sum + loss, X, Y
+
+    @partial(jax.jit, donate_argnums=0)
+    def run_steps(state, X, Y, num_steps):
+        state, loss_sum, _, _ = jax.lax.fori_loop(0, num_steps, one_step, (state, jnp.float32(0), X, Y))
+        return state, loss_sum
+
+    return run_steps
+
+
+@partial(jax.jit, static_argnames="chunk")
+def _loss_sum(params, X, Y, n_valid, chunk):
+    per_example = optax.softmax_cross_entropy_with_integer_labels(forward(params, X), Y)
+    return jnp.where(jnp.arange(chunk) < n_valid, per_example, 0.0).sum()
+
+
+def evaluate(params, X: np.ndarray, Y: np.ndarray, chunk: int = 32768) -> float | None:
+    """Mean loss over a whole split, in fixed-size chunks (one compile, bounded memory); None if empty."""
+    n = len(Y)
+    if n == 0:
+        return None
+    chunk = min(chunk, n)
+    total = 0.0
+    for start in range(0, n, chunk):
+        xb, yb = X[start:start + chunk], Y[start:start + chunk]
+        valid = len(yb)
+        if valid < chunk:
+            xb = np.concatenate([xb, np.zeros((chunk - valid, X.shape[1]), X.dtype)])
+            yb = np.concatenate([yb, np.zeros(chunk - valid, Y.dtype)])
+        total += float(_loss_sum(params, xb, yb, valid, chunk))
+    return total / n
+
+
+def _boundaries(steps: int, log_every: int, eval_every: int) -> list[int]:
+    points = set(range(log_every, steps, log_every)) | {steps}
+    if eval_every:
+        points |= set(range(eval_every, steps, eval_every))
+    return sorted(p for p in points if p > 0)
+
+
+def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Create the run directory; refuse one that holds another run unless overwrite is asked."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"train.out_dir {str(out_dir)!r} is a file, not a directory")
+    existing = [f for f in RUN_FILES if (out_dir / f).exists()]
+    if existing and not overwrite:
+        raise UserError(f"train.out_dir {str(out_dir)!r} already holds a run ({existing[0]}); "
+                        "choose another --train.out_dir or pass --overwrite")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to train.out_dir {str(out_dir)!r}: {e.strerror}") from None
+    for f in existing:
+        (out_dir / f).unlink()
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
+
+
+class Run(NamedTuple):
+    """What train_and_evaluate returns: the final state, the data it used and the summary."""
+
+    state: TrainState
+    dataset: Dataset
+    summary: dict
+
+
+def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
+                       tx: optax.GradientTransformation | None = None, overwrite: bool = False,
+                       log: Callable[[str], None] = print) -> Run:
+    """Train per `cfg`, evaluate every split, write the run to out_dir (None = write nothing).
+
+    `tx` replaces the optimizer and schedule of the config with any optax transformation.
+    """
+    t_start = time.perf_counter()
+    words = read_words(cfg.data.path)
+    ds = make_dataset(words, cfg.data.block_size, cfg.data.split_seed, cfg.data.first_n)
+    if tx is None:
+        tx, lr_at = build_optimizer(cfg.optimizer, cfg.schedule)
+        opt_name = f"optax.{cfg.optimizer.name}"
+    else:
+        lr_at, opt_name = learning_rate_fn(None), "custom optax transformation"
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        prepare_out_dir(out, overwrite)
+        (out / "config.toml").write_text(config_lib.to_toml(cfg), encoding="utf-8")
+
+    state = init_state(cfg, len(ds.vocab), tx)
+    check_optimizer(tx, state.params, opt_name)
+    n_params = num_params(state.params)
+    devices = jax.devices()
+    sizes = ds.sizes()
+    log(f"data: {cfg.data.path or 'bundled SSA 2017 names'}: {sum(len(w) for w in ds.words.values())} items, "
+        f"vocab {len(ds.vocab)}, examples train/dev/test {sizes['train']}/{sizes['dev']}/{sizes['test']}")
+    log(f"model: {n_params} params; {opt_name}; {cfg.train.steps} steps of "
+        f"{'full batch' if cfg.train.full_batch else f'batch {cfg.train.batch_size}'} "
+        f"on {devices[0].platform} ({len(devices)} device{'s' if len(devices) > 1 else ''})")
+
+    X_train, Y_train = jax.device_put(ds.X["train"]), jax.device_put(ds.Y["train"])
+    initial_loss = evaluate(state.params, ds.X["train"], ds.Y["train"])
+    log(f"step {0:>{len(str(cfg.train.steps))}}/{cfg.train.steps} | loss {initial_loss:.4f} (whole train split)")
+    run_steps = make_run_steps(tx, cfg.train.batch_size, cfg.train.full_batch)
+    t0 = time.perf_counter()
+    compiled = run_steps.lower(state, X_train, Y_train, 0).compile()
+    compile_seconds = time.perf_counter() - t0
+
+    metrics_file = open(out / "metrics.jsonl", "w") if out is not None else None
+    train_seconds, prev = 0.0, 0
+    try:
+        for point in _boundaries(cfg.train.steps, cfg.train.log_every, cfg.train.eval_every):
+            t0 = time.perf_counter()
+            state, loss_sum = compiled(state, X_train, Y_train, point - prev)
+            loss_sum = float(loss_sum)  # the host syncs here, and only here
+            dt = time.perf_counter() - t0
+            train_seconds += dt
+            record = {"step": point, "loss": loss_sum / (point - prev), "learning_rate": lr_at(point - 1),
+                      "steps_per_second": (point - prev) / dt, "elapsed_seconds": time.perf_counter() - t_start}
+            if cfg.train.eval_every and point % cfg.train.eval_every == 0:
+                record["dev_loss"] = evaluate(state.params, ds.X["dev"], ds.Y["dev"])
+            if not math.isfinite(record["loss"]):
+                raise UserError(f"the loss became {record['loss']} by step {point}; "
+                                "try a lower optimizer.learning_rate")
+            if point % cfg.train.log_every == 0 or point == cfg.train.steps:
+                lr = "" if record["learning_rate"] is None else f" | lr {record['learning_rate']:.4g}"
+                dev = "" if record.get("dev_loss") is None else f" | dev {record['dev_loss']:.4f}"
+                log(f"step {point:>{len(str(cfg.train.steps))}}/{cfg.train.steps} | loss {record['loss']:.4f}"
+                    f"{dev}{lr} | {record['steps_per_second']:,.0f} steps/s")
+            if metrics_file:
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+            prev = point
+    finally:
+        if metrics_file:
+            metrics_file.close()
+
+    losses = {f"{s}_loss": evaluate(state.params, ds.X[s], ds.Y[s]) for s in ("train", "dev", "test")}
+    longest = max(len(w) for ws in ds.words.values() for w in ws)
+    max_len = max(32, 2 * longest)
+    summary = {
+        **losses,
+        "initial_train_loss": initial_loss,
+        "steps": cfg.train.steps,
+        "num_params": n_params,
+        "examples": sizes,
+        "vocab_size": len(ds.vocab),
+        "platform": devices[0].platform,
+        "devices": [str(d) for d in devices],
+        "compile_seconds": compile_seconds,
+        "train_seconds": train_seconds,
+        "steps_per_second": cfg.train.steps / train_seconds if train_seconds > 0 else None,
+        "final_learning_rate": lr_at(max(cfg.train.steps - 1, 0)),
+    }
+    if cfg.data.first_n:
+        summary["loss_floor"] = loss_floor(ds.X["train"], ds.Y["train"])
+    if out is not None:
+        checkpoint.save(out / checkpoint.CHECKPOINT, state.params, state.opt_state, int(state.step),
+                        state.key, ds.vocab, cfg, max_len)
+    summary["wall_seconds"] = time.perf_counter() - t_start
+    if out is not None:
+        _write_json(out / "summary.json", summary)
+    return Run(state, ds, summary | {"max_len": max_len})
+
+
+def overfit_report(params, ds: Dataset) -> str:
+    """The lecture's check on a tiny set: the loss floor, and argmax prediction vs label per example."""
+    X, Y = ds.X["train"], ds.Y["train"]
+    floor = loss_floor(X, Y)
+    pred = np.asarray(jnp.argmax(forward(params, jnp.asarray(X)), axis=-1))
+    itos = ds.vocab.itos
+    lines = [f"loss floor {floor:.4f}: the lowest mean loss any model can reach here, because some "
+             "contexts are followed by several different characters "
+             f"(e.g. {itos[0] * X.shape[1]!r} by {', '.join(sorted({itos[y] for x, y in zip(X, Y) if not x.any()}))})",
+             f"{'context':>{max(7, X.shape[1])}}  label  argmax"]
+    for x, y, p in zip(X, Y, pred):
+        lines.append(f"{''.join(itos[i] for i in x):>{max(7, X.shape[1])}}  {itos[y]:^5}  {itos[p]:^6}"
+                     f"{'' if p == y else '  x'}")
+    correct = int((pred == Y).sum())
+    lines.append(f"{correct}/{len(Y)} examples predicted right by argmax")
+    return "\n".join(lines)
+
+
+def _add_config_flags(parser: ArgumentParser) -> None:
+    defaults = config_lib.Config()
+    for section in ("data", "model", "optimizer", "schedule", "train"):
+        about = None
+        if section in config_lib.KWARG_SECTIONS:
+            kw = getattr(defaults, section).kwargs
+            about = (f"Also any keyword argument of the optax {section} as --{section}.KEYWORD VALUE, "
+                     f"VALUE a TOML literal (default: {kw or 'none'}). Setting name drops the keywords set before.")
+        group = parser.add_argument_group(f"[{section}]", about)
+        for name, f in config_lib.section_fields(section).items():
+            default = getattr(getattr(defaults, section), name)
+            group.add_argument(f"--{section}.{name}", metavar="V", default=argparse.SUPPRESS,
+                               help=f"{f.metadata['help']} (default: {default!r})")
+
+
+def parse_args(argv: list[str] | None):
+    """CLI flags -> (config file, {"section.key": text} overrides, options)."""
+    parser = ArgumentParser(
+        prog="python -m jax_mlp.train",
+        description="Train the makemore MLP with JAX and optax. Every config field can be set with "
+                    "--SECTION.FIELD VALUE; the defaults are configs/lecture.toml.")
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (default: the lecture's run)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run already in train.out_dir")
+    parser.add_argument("--quiet", action="store_true", help="print only the final results")
+    parser.add_argument("--list-optimizers", action="store_true", help="list accepted optimizers and schedules")
+    _add_config_flags(parser)
+    args, rest = parser.parse_known_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if "." in k}
+    i = 0
+    while i < len(rest):
+        flag = rest[i]
+        if not flag.startswith("--") or "." not in flag:
+            raise UserError(f"unrecognized argument {flag!r}; flags look like --SECTION.FIELD VALUE "
+                            "(see python -m jax_mlp.train --help)")
+        if "=" in flag:
+            key, value = flag[2:].split("=", 1)
+        elif i + 1 < len(rest):
+            key, value = flag[2:], rest[i + 1]
+            i += 1
+        else:
+            raise UserError(f"flag {flag} needs a value")
+        section = key.split(".", 1)[0]
+        if section not in config_lib.KWARG_SECTIONS:
+            config_lib.resolve([({section: {key.split(".", 1)[1]: value}}, True)])  # raises a named error
+        overrides[key] = value
+        i += 1
+    return args.config, overrides, args
+
+
+@cli_entry
+def main(argv=None):
+    config_path, overrides, args = parse_args(argv)
+    if args.list_optimizers:
+        print("optimizers ([optimizer] name):", ", ".join(optimizer_names()))
+        print("schedules ([schedule] name): none,", ", ".join(SCHEDULES))
+        return
+    cfg = config_lib.load_config(config_path, overrides)
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
+    run = train_and_evaluate(cfg, cfg.train.out_dir, overwrite=args.overwrite, log=log)
+    s = run.summary
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
+    print(f"train {fmt(s['train_loss'])} | dev {fmt(s['dev_loss'])} | test {fmt(s['test_loss'])} "
+          f"| {s['steps']} steps in {s['train_seconds']:.1f}s ({s['steps_per_second'] or 0:,.0f} steps/s) "
+          f"+ compile {s['compile_seconds']:.1f}s")
+    if cfg.data.first_n:
+        print(overfit_report(run.state.params, run.dataset))
+    if cfg.train.num_samples:
+        names = sample_names(run.state.params, run.dataset.vocab, cfg.data.block_size, cfg.train.num_samples,
+                             jax.random.key(cfg.train.seed), s["max_len"])
+        print(f"{len(names)} sampled names: " + " ".join(names))
+    print(f"run written to {cfg.train.out_dir} (sample more: python -m jax_mlp.sample --run {cfg.train.out_dir})")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
