@@ -49,13 +49,13 @@ def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation) -
 
 
 def make_train_step(tx: optax.GradientTransformation) -> Callable:
-    """The update `(state, (X, Y)) -> (state, loss)`: value_and_grad, then optax, no mutation."""
+    """The update `(state, (X, Y)) -> (state, metrics)`: value_and_grad, then optax, no mutation."""
 
-    def train_step(state: TrainState, batch) -> tuple[TrainState, jax.Array]:
+    def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
         loss, grads = jax.value_and_grad(loss_fn)(state.params, *batch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), loss
+        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), {"loss": loss}
 
     return train_step
 
@@ -76,8 +76,8 @@ def make_run_steps(tx: optax.GradientTransformation, batch_size: int, full_batch
         else:
             ix = jax.random.randint(jax.random.fold_in(state.key, state.step), (batch_size,), 0, X.shape[0])
             batch = (X[ix], Y[ix])
-        state, loss = train_step(state, batch)
-        return state, loss_sum + loss, X, Y
+        state, metrics = train_step(state, batch)
+        return state, loss_sum + metrics["loss"], X, Y
 
     @partial(jax.jit, donate_argnums=0)
     def run_steps(state, X, Y, num_steps):
