@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 Params = dict[str, jax.Array]
 
@@ -37,14 +36,26 @@ def num_params(params: Params) -> int:
 
 def forward(params: Params, X: jax.Array) -> jax.Array:
     """Logits (N, vocab) for contexts X (N, block_size)."""
-    emb = params["C"][X]  # (N, block_size, n_embd)
+    # X comes from the vocabulary, so indices are in range; saying so drops the clamp.
+    emb = params["C"].at[X].get(mode="promise_in_bounds")  # (N, block_size, n_embd)
     h = jnp.tanh(emb.reshape(X.shape[0], -1) @ params["W1"] + params["b1"])
     return h @ params["W2"] + params["b2"]
 
 
 def loss_fn(params: Params, X: jax.Array, Y: jax.Array) -> jax.Array:
     """Mean cross-entropy of the logits against the next characters Y."""
-    return optax.softmax_cross_entropy_with_integer_labels(forward(params, X), Y).mean()
+    return cross_entropy(forward(params, X), Y).mean()
+
+
+def cross_entropy(logits: jax.Array, Y: jax.Array) -> jax.Array:
+    """Per-example cross-entropy, logsumexp(logits) - logits[Y].
+
+    The label is picked with a one-hot product rather than an indexed gather: the
+    same value, but its gradient is elementwise instead of a scatter, which XLA on
+    CPU runs markedly faster (bench: batch 2048).
+    """
+    picked = jnp.sum(logits * jax.nn.one_hot(Y, logits.shape[-1], dtype=logits.dtype), axis=-1)
+    return jax.nn.logsumexp(logits, axis=-1) - picked
 
 
 loss = jax.jit(loss_fn)

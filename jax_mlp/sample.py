@@ -13,13 +13,14 @@ import numpy as np
 
 from jax_mlp import checkpoint
 from jax_mlp.data import Vocab
-from jax_mlp.errors import ArgumentParser, UserError, cli_entry
 from jax_mlp.model import forward
+from jax_mlp.errors import ArgumentParser, UserError, cli_entry
 
 
 @partial(jax.jit, static_argnames=("num", "block_size", "max_len"))
 def sample_tokens(params, key, temperature, *, num: int, block_size: int, max_len: int) -> jax.Array:
     """Token ids (num, max_len): each row is a name followed by 0s once it has emitted '.'."""
+    V = params["C"].shape[0]
 
     def cond(carry):
         i, _, _, done = carry
@@ -27,8 +28,10 @@ def sample_tokens(params, key, temperature, *, num: int, block_size: int, max_le
 
     def body(carry):
         i, ctx, out, done = carry
-        logits = forward(params, ctx) / temperature
-        ix = jax.random.categorical(jax.random.fold_in(key, i), logits).astype(jnp.int32)
+        probs = jax.nn.softmax(forward(params, ctx) / temperature, axis=-1)
+        # Inverse-CDF sampling, as torch.multinomial: one uniform per name, not one per symbol.
+        u = jax.random.uniform(jax.random.fold_in(key, i), (num, 1))
+        ix = jnp.minimum(jnp.sum(jnp.cumsum(probs, axis=-1) < u, axis=-1), V - 1).astype(jnp.int32)
         ix = jnp.where(done, 0, ix)
         out = out.at[:, i].set(ix)
         ctx = jnp.concatenate([ctx[:, 1:], ix[:, None]], axis=1)

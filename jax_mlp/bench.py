@@ -1,0 +1,334 @@
+"""Benchmark jax_mlp against its peers, side by side in one process, on the same data and model.
+
+    python -m jax_mlp.bench [--data FILE] [--quick] [--json PATH]
+
+Every figure is a median over repeats after a warm-up; ratios are against baselines
+measured in the same run, since the machines here are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jax_mlp.config import Config
+from jax_mlp.data import make_dataset, read_words
+from jax_mlp.errors import ArgumentParser, UserError, cli_entry
+from jax_mlp.model import init_params, loss_fn, num_params
+from jax_mlp.optim import build_optimizer
+from jax_mlp.sample import sample_names
+from jax_mlp.train import evaluate, init_state, make_run_steps, make_train_step
+
+DEFAULT_DATA = Path("../shared/data/names.txt")
+
+
+def _median_rate(fn, work: float, repeats: int) -> tuple[float, list[float]]:
+    """Median of work/seconds over `repeats` timed calls of fn (already warmed up)."""
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        rates.append(work / (time.perf_counter() - t0))
+    return statistics.median(rates), rates
+
+
+def flops_per_step(batch: int, fan_in: int, n_hidden: int, vocab: int) -> float:
+    """Matmul FLOPs of one training step: forward 2*B*MACs, backward twice that."""
+    return 6.0 * batch * (fan_in * n_hidden + n_hidden * vocab)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_matmul_peak(n: int, repeats: int) -> float:
+    """The machine's float32 matmul rate (GFLOP/s) on an n x n product, through XLA."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    mm = jax.jit(lambda a, b: a @ b)
+    mm(a, b).block_until_ready()
+    rate, _ = _median_rate(lambda: mm(a, b).block_until_ready(), 2.0 * n**3 / 1e9, repeats)
+    return rate
+
+
+def bench_jax_mlp(cfg: Config, ds, steps: int, repeats: int) -> dict:
+    """jax_mlp's own training path (make_run_steps, the fused on-device loop) in steps/s."""
+    tx, _ = build_optimizer(cfg.optimizer, cfg.schedule)
+    state = init_state(cfg, len(ds.vocab), tx)
+    X, Y = jax.device_put(ds.X["train"]), jax.device_put(ds.Y["train"])
+    run_steps = make_run_steps(tx, cfg.train.batch_size, False)
+    t0 = time.perf_counter()
+    compiled = run_steps.lower(state, X, Y, 0).compile()
+    compile_seconds = time.perf_counter() - t0
+    box = [compiled(state, X, Y, steps)[0]]  # warm-up
+    jax.block_until_ready(box[0])
+
+    def go():
+        box[0], loss_sum = compiled(box[0], X, Y, steps)
+        float(loss_sum)
+
+    rate, rates = _median_rate(go, steps, repeats)
+    return {"steps_per_second": rate, "all": rates, "compile_seconds": compile_seconds}
+
+
+def bench_jax_step_loop(cfg: Config, ds, steps: int, repeats: int) -> float:
+    """The naive JAX loop: host samples the batch, one jitted step per Python iteration."""
+    tx, _ = build_optimizer(cfg.optimizer, cfg.schedule)
+    state = init_state(cfg, len(ds.vocab), tx)
+    step = jax.jit(make_train_step(tx), donate_argnums=0)
+    Xtr, Ytr = ds.X["train"], ds.Y["train"]
+    rng = np.random.default_rng(0)
+    box = [state]
+
+    def go():
+        for _ in range(steps):
+            ix = rng.integers(0, len(Ytr), cfg.train.batch_size)
+            box[0], metrics = step(box[0], (Xtr[ix], Ytr[ix]))
+        float(metrics["loss"])
+
+    go()
+    return _median_rate(go, steps, repeats)[0]
+
+
+def bench_torch_eager(cfg: Config, ds, steps: int, repeats: int) -> float | None:
+    """The lecture's PyTorch loop, written as in the video, on one thread; None without torch."""
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    Xtr, Ytr = torch.from_numpy(ds.X["train"]).long(), torch.from_numpy(ds.Y["train"]).long()
+    V, d, H, blk = len(ds.vocab), cfg.model.n_embd, cfg.model.n_hidden, cfg.data.block_size
+    g = torch.Generator().manual_seed(2147483647)
+    C = torch.randn((V, d), generator=g)
+    W1 = torch.randn((blk * d, H), generator=g)
+    b1 = torch.randn(H, generator=g)
+    W2 = torch.randn((H, V), generator=g)
+    b2 = torch.randn(V, generator=g)
+    parameters = [C, W1, b1, W2, b2]
+    for p in parameters:
+        p.requires_grad = True
+
+    def go():
+        for _ in range(steps):
+            ix = torch.randint(0, Xtr.shape[0], (cfg.train.batch_size,))
+            emb = C[Xtr[ix]]
+            h = torch.tanh(emb.view(-1, blk * d) @ W1 + b1)
+            logits = h @ W2 + b2
+            loss = F.cross_entropy(logits, Ytr[ix])
+            for p in parameters:
+                p.grad = None
+            loss.backward()
+            for p in parameters:
+                p.data += -0.1 * p.grad
+
+    go()
+    return _median_rate(go, steps, repeats)[0]
+
+
+def torch_loop_sample(params: dict, block_size: int, num: int, seed: int = 0) -> list[int] | None:
+    """The lecture's sampler as written there: PyTorch, one name at a time, one forward per character."""
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+    C, W1, b1, W2, b2 = (torch.from_numpy(np.asarray(params[k])) for k in ("C", "W1", "b1", "W2", "b2"))
+    g = torch.Generator().manual_seed(2147483647 + seed)
+    lengths = []
+    for _ in range(num):
+        out, context = [], [0] * block_size
+        while True:
+            emb = C[torch.tensor([context])]
+            h = torch.tanh(emb.view(1, -1) @ W1 + b1)
+            logits = h @ W2 + b2
+            probs = F.softmax(logits, dim=1)
+            ix = torch.multinomial(probs, num_samples=1, generator=g).item()
+            context = context[1:] + [ix]
+            out.append(ix)
+            if ix == 0:
+                break
+        lengths.append(len(out))
+    return lengths
+
+
+def python_loop_sample(params: dict, block_size: int, num: int, seed: int = 0) -> list[int]:
+    """The lecture's sampler in numpy, for machines without torch: one forward per character."""
+    p = {k: np.asarray(v) for k, v in params.items()}
+    rng = np.random.default_rng(seed)
+    lengths = []
+    for _ in range(num):
+        context, out = [0] * block_size, []
+        while True:
+            emb = p["C"][context].reshape(1, -1)
+            h = np.tanh(emb @ p["W1"] + p["b1"])
+            logits = h @ p["W2"] + p["b2"]
+            probs = np.exp(logits - logits.max())
+            probs = (probs / probs.sum()).ravel()
+            ix = int(rng.choice(len(probs), p=probs))
+            context = context[1:] + [ix]
+            if ix == 0 or len(out) >= 64:
+                break
+            out.append(ix)
+        lengths.append(len(out))
+    return lengths
+
+
+def run_bench(data: str | Path | None, quick: bool) -> dict:
+    """Every measurement of the bench, as one dict (the --json output)."""
+    words = read_words(data)
+    cfg = Config()
+    ds = make_dataset(words, cfg.data.block_size, cfg.data.split_seed)
+    fan_in, H, V = cfg.data.block_size * cfg.model.n_embd, cfg.model.n_hidden, len(ds.vocab)
+    repeats = 3 if quick else 7
+    steps = 500 if quick else 20_000
+    loop_steps = 200 if quick else 3_000
+    results: dict = {"machine": {"platform": jax.devices()[0].platform, "devices": len(jax.devices()),
+                                 "cpu": _cpu_name(), "cores": os.cpu_count(),
+                                 "jax": jax.__version__, "optax": optax.__version__},
+                     "data": str(data or "bundled"), "quick": quick, "repeats": repeats}
+
+    peak = bench_matmul_peak(512 if quick else 2048, repeats)
+    ours = bench_jax_mlp(cfg, ds, steps, repeats)
+    step_loop = bench_jax_step_loop(cfg, ds, loop_steps, repeats)
+    torch_eager = bench_torch_eager(cfg, ds, loop_steps, repeats)
+
+    big = Config(train=type(cfg.train)(batch_size=2048))
+    big_steps = 20 if quick else 300
+    ours_big = bench_jax_mlp(big, ds, big_steps, repeats)
+    fps, fps_big = flops_per_step(32, fan_in, H, V), flops_per_step(2048, fan_in, H, V)
+
+    results["steps_per_second"] = {"jax_mlp": ours["steps_per_second"], "torch_eager": torch_eager,
+                                   "jax_step_loop": step_loop}
+    results["steps_per_second_spread"] = {"jax_mlp": [min(ours["all"]), max(ours["all"])]}
+    results["examples_per_second"] = {"jax_mlp": ours["steps_per_second"] * 32}
+    results["batch_2048"] = {"steps_per_second": ours_big["steps_per_second"],
+                             "examples_per_second": ours_big["steps_per_second"] * 2048,
+                             "gflops": ours_big["steps_per_second"] * fps_big / 1e9,
+                             "roofline_fraction": ours_big["steps_per_second"] * fps_big / 1e9 / peak}
+    results["matmul_peak_gflops"] = peak
+    results["flops_per_step"] = fps
+    results["roofline_fraction"] = ours["steps_per_second"] * fps / 1e9 / peak
+    results["compile_seconds"] = ours["compile_seconds"]
+
+    # Memory: the fused loop keeps nothing per step, so RSS must not grow with steps.
+    tx, _ = build_optimizer(cfg.optimizer, cfg.schedule)
+    run_steps = make_run_steps(tx, 32, False)
+    state = init_state(cfg, V, tx)
+    X, Y = jax.device_put(ds.X["train"]), jax.device_put(ds.Y["train"])
+    few, many = (1_000, 20_000) if quick else (10_000, 1_000_000)
+    state, _ = run_steps(state, X, Y, few)
+    jax.block_until_ready(state)
+    rss_few = _current_rss_mb()
+    state, _ = run_steps(state, X, Y, many)
+    jax.block_until_ready(state)
+    results["memory"] = {f"rss_mb_after_{few}_steps": rss_few, f"rss_mb_after_{few + many}_steps": _current_rss_mb()}
+
+    params = state.params
+    n_names = 1_000 if quick else 10_000
+    sample_names(params, ds.vocab, 3, n_names, jax.random.key(0))  # compile
+    ours_names, _ = _median_rate(lambda: sample_names(params, ds.vocab, 3, n_names, jax.random.key(1)),
+                                 n_names, repeats)
+    loop_names = 100 if quick else 1_000
+    loop = torch_loop_sample if torch_eager is not None else python_loop_sample
+    python_names, _ = _median_rate(lambda: loop(params, 3, loop_names), loop_names, 1 if quick else 3)
+    results["sample_names_per_second"] = {"jax_mlp": ours_names, "python_loop": python_names,
+                                          "python_loop_kind": "torch" if torch_eager is not None else "numpy"}
+
+    evaluate(params, ds.X["train"], ds.Y["train"])  # compile
+    n_eval = len(ds.Y["train"])
+    results["eval_examples_per_second"], _ = _median_rate(
+        lambda: evaluate(params, ds.X["train"], ds.Y["train"]), n_eval, repeats)
+
+    results["num_params"] = num_params(params)
+    results["peak_rss_mb"] = peak_rss_mb()
+    return results
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _current_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return peak_rss_mb()
+
+
+def format_table(r: dict) -> str:
+    """The bench's results as a text table with ratios."""
+    sps = r["steps_per_second"]
+    fmt = lambda v: "n/a" if v is None else f"{v:,.0f}"
+    ratio = lambda a, b: "n/a" if a is None or b is None else f"{a / b:.1f}x"
+    lines = [
+        f"machine: {r['machine']['cpu']} ({r['machine']['cores']} cores), {r['machine']['platform']} "
+        f"x{r['machine']['devices']}, "
+        f"jax {r['machine']['jax']}; medians of {r['repeats']} repeats",
+        "",
+        "training, lecture model, batch 32            steps/s   jax_mlp is",
+        f"  jax_mlp (fused on-device loop)     {fmt(sps['jax_mlp']):>14}",
+        f"  JAX, jitted step from a Python loop{fmt(sps['jax_step_loop']):>14}   "
+        f"{ratio(sps['jax_mlp'], sps['jax_step_loop'])}",
+        f"  PyTorch eager, as the lecture      {fmt(sps['torch_eager']):>14}   "
+        f"{ratio(sps['jax_mlp'], sps['torch_eager'])}",
+        f"  compute limit ({r['flops_per_step'] / 1e6:.2f} MFLOP/step at {r['matmul_peak_gflops']:.0f} GFLOP/s)"
+        f"{fmt(r['matmul_peak_gflops'] * 1e9 / r['flops_per_step']):>8}   "
+        f"{r['roofline_fraction']:.1%} of it",
+        f"  compile: {r['compile_seconds']:.2f} s",
+        "",
+        f"batch 2048: {fmt(r['batch_2048']['steps_per_second'])} steps/s, "
+        f"{r['batch_2048']['gflops']:.0f} GFLOP/s = {r['batch_2048']['roofline_fraction']:.1%} of the matmul peak",
+        f"sampling: {fmt(r['sample_names_per_second']['jax_mlp'])} names/s vs "
+        f"{fmt(r['sample_names_per_second']['python_loop'])} for the lecture's per-character "
+        f"{r['sample_names_per_second']['python_loop_kind']} loop "
+        f"({ratio(r['sample_names_per_second']['jax_mlp'], r['sample_names_per_second']['python_loop'])})",
+        f"evaluation: {fmt(r['eval_examples_per_second'])} examples/s (loss over the whole train split)",
+        "memory (RSS MB): " + ", ".join(f"{k.removeprefix('rss_mb_')} {v:.0f}" for k, v in r["memory"].items())
+        + f"; peak {r['peak_rss_mb']:.0f}",
+    ]
+    return "\n".join(lines)
+
+
+@cli_entry
+def main(argv=None):
+    parser = ArgumentParser(prog="python -m jax_mlp.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=None,
+                        help=f"names file (default: {DEFAULT_DATA} if present, else the bundled names)")
+    parser.add_argument("--quick", action="store_true", help="a small version of everything (seconds)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    data = args.data if args.data is not None else (DEFAULT_DATA if DEFAULT_DATA.exists() else None)
+    if args.json:
+        out = Path(args.json)
+        if out.is_dir() or not out.parent.exists():
+            raise UserError(f"--json {args.json!r}: give a file path in an existing directory")
+    results = run_bench(data, args.quick)
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"results written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
