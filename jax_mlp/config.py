@@ -165,8 +165,8 @@ def _check_ranges(cfg: Config) -> None:
     for key, (value, low) in at_least.items():
         if value < low:
             raise UserError(f"{key} must be >= {low}, got {value}")
-    if cfg.train.seed >= 2**63:
-        raise UserError(f"train.seed must be < 2**63, got {cfg.train.seed}")
+    if cfg.train.seed >= 2**32:  # jax.random.key keeps only 32 bits without x64
+        raise UserError(f"train.seed must be < 2**32 = 4294967296, got {cfg.train.seed}")
     if cfg.model.init not in INITS:
         raise UserError(f"model.init must be one of {', '.join(INITS)}, got {cfg.model.init!r}")
     if cfg.optimizer.learning_rate <= 0:

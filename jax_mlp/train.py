@@ -24,7 +24,7 @@ from jax_mlp import config as config_lib
 from jax_mlp.config import Config
 from jax_mlp.data import Dataset, loss_floor, make_dataset, read_words
 from jax_mlp.errors import ArgumentParser, UserError, cli_entry
-from jax_mlp.model import cross_entropy, forward, init_params, loss_fn, num_params
+from jax_mlp.model import forward, init_params, loss_fn, num_params, per_example_loss
 from jax_mlp.optim import SCHEDULES, build_optimizer, check_optimizer, learning_rate_fn, optimizer_names
 from jax_mlp.sample import sample_names
 
@@ -42,10 +42,15 @@ class TrainState(NamedTuple):
 
 def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation) -> TrainState:
     """Fresh parameters and optimizer state from the config's seed."""
-    model_key, data_key = jax.random.split(jax.random.key(cfg.train.seed))
     m = cfg.model
-    params = init_params(model_key, vocab_size, cfg.data.block_size, m.n_embd, m.n_hidden, m.init)
-    return TrainState(params, tx.init(params), data_key, jnp.zeros((), jnp.int32))
+
+    @jax.jit  # one compiled program rather than an eager dispatch (and compile) per op
+    def init(key):
+        model_key, data_key = jax.random.split(key)
+        params = init_params(model_key, vocab_size, cfg.data.block_size, m.n_embd, m.n_hidden, m.init)
+        return TrainState(params, tx.init(params), data_key, jnp.zeros((), jnp.int32))
+
+    return init(jax.random.key(cfg.train.seed))
 
 
 def make_train_step(tx: optax.GradientTransformation) -> Callable:
@@ -108,16 +113,15 @@ def make_run_steps(tx: optax.GradientTransformation, batch_size: int, full_batch
 
 @partial(jax.jit, static_argnames="chunk")
 def _loss_sum(params, X, Y, n_valid, chunk):
-    per_example = cross_entropy(forward(params, X), Y)
+    per_example = per_example_loss(params, X, Y)
     return jnp.where(jnp.arange(chunk) < n_valid, per_example, 0.0).sum()
 
 
-def evaluate(params, X: np.ndarray, Y: np.ndarray, chunk: int = 32768) -> float | None:
+def evaluate(params, X: np.ndarray, Y: np.ndarray, chunk: int = 16384) -> float | None:
     """Mean loss over a whole split, in fixed-size chunks (one compile, bounded memory); None if empty."""
     n = len(Y)
     if n == 0:
         return None
-    chunk = min(chunk, n)
     total = 0.0
     for start in range(0, n, chunk):
         xb, yb = X[start:start + chunk], Y[start:start + chunk]
