@@ -17,39 +17,66 @@ from jax_mlp.model import forward
 from jax_mlp.errors import ArgumentParser, UserError, cli_entry
 
 
+import os
+POOL = int(os.environ.get('POOL', 1024))  # names in flight at once
+
+
 @partial(jax.jit, static_argnames=("num", "block_size", "max_len"))
 def sample_tokens(params, key, temperature, *, num: int, block_size: int, max_len: int) -> jax.Array:
-    """Token ids (num, max_len): each row is a name followed by 0s once it has emitted '.'."""
+    """Token ids (num, max_len): row r is name r, then 0s from its closing '.' on.
+
+    A pool of min(num, POOL) names is generated in parallel, one character per step
+    for all of them; a slot whose name has ended starts the next name at once. Names
+    end at different lengths, so a refilled pool wastes far less work than running
+    every name until the longest one ends.
+    """
     V = params["C"].shape[0]
+    pool = min(num, POOL)
 
     def cond(carry):
-        i, _, _, done = carry
-        return (i < max_len) & ~jnp.all(done)
+        return carry["finished"] < num
 
-    def body(carry):
-        i, ctx, out, done = carry
-        probs = jax.nn.softmax(forward(params, ctx) / temperature, axis=-1)
+    def body(c):
+        probs = jax.nn.softmax(forward(params, c["ctx"]) / temperature, axis=-1)
         # Inverse-CDF sampling, as torch.multinomial: one uniform per name, not one per symbol.
-        u = jax.random.uniform(jax.random.fold_in(key, i), (num, 1))
+        u = jax.random.uniform(jax.random.fold_in(key, c["i"]), (pool, 1))
         ix = jnp.minimum(jnp.sum(jnp.cumsum(probs, axis=-1) < u, axis=-1), V - 1).astype(jnp.int32)
-        ix = jnp.where(done, 0, ix)
-        out = out.at[:, i].set(ix)
-        ctx = jnp.concatenate([ctx[:, 1:], ix[:, None]], axis=1)
-        return i + 1, ctx, out, done | (ix == 0)
+        active = c["name"] < num
+        out = c["out"].at[c["name"], c["pos"]].set(ix, mode="drop")  # idle slots point past the end
+        ended = active & ((ix == 0) | (c["pos"] + 1 >= max_len))
+        new_name = c["next"] + jnp.cumsum(ended) - 1
+        return {
+            "i": c["i"] + 1,
+            "out": out,
+            "name": jnp.where(ended, jnp.minimum(new_name, num), c["name"]),
+            "pos": jnp.where(ended, 0, c["pos"] + 1),
+            "ctx": jnp.where(ended[:, None], 0, jnp.concatenate([c["ctx"][:, 1:], ix[:, None]], axis=1)),
+            "next": c["next"] + jnp.sum(ended),
+            "finished": c["finished"] + jnp.sum(ended),
+        }
 
-    ctx = jnp.zeros((num, block_size), jnp.int32)
-    out = jnp.zeros((num, max_len), jnp.int32)
-    done = jnp.zeros((num,), bool)
-    return jax.lax.while_loop(cond, body, (0, ctx, out, done))[2]
+    start = {
+        "i": jnp.int32(0),
+        "out": jnp.zeros((num, max_len), jnp.int32),
+        "name": jnp.arange(pool, dtype=jnp.int32),
+        "pos": jnp.zeros((pool,), jnp.int32),
+        "ctx": jnp.zeros((pool, block_size), jnp.int32),
+        "next": jnp.int32(pool),
+        "finished": jnp.int32(0),
+    }
+    return jax.lax.while_loop(cond, body, start)["out"]
 
 
 def decode_rows(tokens: np.ndarray, vocab: Vocab) -> list[str]:
     """Each row's characters up to its first '.' (a row with none was cut at max_len)."""
-    names = []
-    for row in np.asarray(tokens).tolist():
-        end = row.index(0) if 0 in row else len(row)
-        names.append(vocab.decode(row[:end]))
-    return names
+    tokens = np.asarray(tokens)
+    if tokens.size == 0:
+        return [""] * len(tokens)
+    # Zero everything from each row's first '.' on, map ids to characters with '.' as
+    # NUL, and read each row as one fixed-width string: numpy drops the trailing NULs.
+    after_end = np.cumsum(tokens == 0, axis=1) > 0
+    chars = np.array(["\0", *vocab.itos[1:]], dtype="<U1")[np.where(after_end, 0, tokens)]
+    return np.ascontiguousarray(chars).view(f"<U{tokens.shape[1]}").ravel().tolist()
 
 
 def sample_names(params, vocab: Vocab, block_size: int, num: int, key: jax.Array,
