@@ -144,7 +144,7 @@ def torch_loop_sample(params: dict, block_size: int, num: int, seed: int = 0) ->
         import torch.nn.functional as F
     except ImportError:
         return None
-    C, W1, b1, W2, b2 = (torch.from_numpy(np.asarray(params[k])) for k in ("C", "W1", "b1", "W2", "b2"))
+    C, W1, b1, W2, b2 = (torch.tensor(np.array(params[k])) for k in ("C", "W1", "b1", "W2", "b2"))
     g = torch.Generator().manual_seed(2147483647 + seed)
     lengths = []
     for _ in range(num):

@@ -126,3 +126,12 @@ def test_initial_loss_of_uniform_logits_is_log_vocab():
     X = jnp.zeros((10, 3), jnp.int32)
     assert float(loss(params, X, jnp.arange(10))) == pytest.approx(np.log(27), rel=1e-6)
     assert forward(params, X).shape == (10, 27)
+
+
+def test_forward_logits_match_numpy():
+    rng = np.random.default_rng(7)
+    X = rng.integers(0, 27, size=(20, 3)).astype(np.int32)
+    params = init_params(jax.random.key(9), 27, 3, 10, 200, "kaiming")
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    ref = np.tanh(p["C"][X].reshape(20, -1) @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+    np.testing.assert_allclose(np.asarray(forward(params, X)), ref, rtol=1e-5, atol=1e-5)
