@@ -61,6 +61,15 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class TransformsConfig:
+    clip_global_norm: float = _f(0.0, "clip gradients to this global norm before the optimizer; 0 = off")
+    weight_decay: float = _f(0.0, "decoupled weight decay (p -= lr * wd * p) added after the optimizer; 0 = off")
+    decay_biases: bool = _f(False, "apply weight_decay to b1, b2 too")
+    decay_embedding: bool = _f(False, "apply weight_decay to the embedding table C too")
+    accumulate_steps: int = _f(1, "average gradients over this many steps per update (optax.MultiSteps)")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     steps: int = _f(200000, "optimizer steps")
     batch_size: int = _f(32, "examples per minibatch, sampled with replacement on the device")
@@ -78,12 +87,13 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    transforms: TransformsConfig = field(default_factory=TransformsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 _SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "optimizer": OptimizerConfig,
-                  "schedule": ScheduleConfig, "train": TrainConfig}
+                  "schedule": ScheduleConfig, "transforms": TransformsConfig, "train": TrainConfig}
+SECTION_NAMES = tuple(_SECTION_TYPES)
 KWARG_SECTIONS = ("optimizer", "schedule")
 INITS = ("lecture", "kaiming")
 
@@ -160,7 +170,7 @@ def _check_ranges(cfg: Config) -> None:
         "train.steps": (cfg.train.steps, 0), "train.batch_size": (cfg.train.batch_size, 1),
         "train.log_every": (cfg.train.log_every, 1), "train.eval_every": (cfg.train.eval_every, 0),
         "train.num_samples": (cfg.train.num_samples, 0), "data.split_seed": (cfg.data.split_seed, 0),
-        "train.seed": (cfg.train.seed, 0),
+        "train.seed": (cfg.train.seed, 0), "transforms.accumulate_steps": (cfg.transforms.accumulate_steps, 1),
     }
     for key, (value, low) in at_least.items():
         if value < low:
@@ -169,6 +179,9 @@ def _check_ranges(cfg: Config) -> None:
         raise UserError(f"train.seed must be < 2**32 = 4294967296, got {cfg.train.seed}")
     if cfg.model.init not in INITS:
         raise UserError(f"model.init must be one of {', '.join(INITS)}, got {cfg.model.init!r}")
+    for key in ("clip_global_norm", "weight_decay"):
+        if getattr(cfg.transforms, key) < 0:
+            raise UserError(f"transforms.{key} must be >= 0 (0 = off), got {getattr(cfg.transforms, key)}")
     if cfg.optimizer.learning_rate <= 0:
         raise UserError(f"optimizer.learning_rate must be > 0, got {cfg.optimizer.learning_rate}")
     if not cfg.train.out_dir:

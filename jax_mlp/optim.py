@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jax_mlp.config import OptimizerConfig, ScheduleConfig, _suggest
+from jax_mlp.config import OptimizerConfig, ScheduleConfig, TransformsConfig, _suggest
 from jax_mlp.errors import UserError
 
 # Optax functions that take a learning rate but are not whole optimizers, or need
@@ -29,9 +29,12 @@ def optimizer_names() -> list[str]:
     names = []
     for name in dir(optax):
         fn = getattr(optax, name)
-        if name.startswith("_") or name in _NOT_OPTIMIZERS or not inspect.isfunction(fn):
+        if name.startswith("_") or name in _NOT_OPTIMIZERS or not callable(fn) or isinstance(fn, type):
             continue
-        params = list(inspect.signature(fn).parameters)
+        try:
+            params = list(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            continue
         if params and params[0] == "learning_rate":
             names.append(name)
     return sorted(names)
@@ -50,43 +53,87 @@ def _check_kwargs(what: str, fn: Callable, kwargs: dict, reserved: tuple[str, ..
         raise UserError(f"{what} needs {', '.join(missing)}; set it in the config section")
 
 
-def build_schedule(sched: ScheduleConfig, learning_rate: float) -> optax.Schedule | float:
-    """The learning-rate schedule; its value argument, when not given, is `learning_rate`."""
+def _value_arg(fn: Callable) -> str:
+    params = inspect.signature(fn).parameters
+    return next(a for a in ("peak_value", "init_value", "value") if a in params)
+
+
+def make_schedule(sched: ScheduleConfig, learning_rate) -> optax.Schedule | float:
+    """The schedule (or constant) for a learning rate that may be a traced array; no validation."""
+    if sched.name in ("none", ""):
+        return learning_rate
+    fn = getattr(optax, sched.name)
+    return fn(**{_value_arg(fn): learning_rate, **sched.kwargs})
+
+
+def _decay_mask(transforms: TransformsConfig) -> Callable:
+    def mask(params):
+        def wanted(name):
+            if name == "C":
+                return transforms.decay_embedding
+            return transforms.decay_biases if name.startswith("b") else True
+        return {k: wanted(k) for k in params}
+    return mask
+
+
+def make_tx(opt: OptimizerConfig, sched: ScheduleConfig, transforms: TransformsConfig | None = None,
+            learning_rate=None, opt_kwargs: dict | None = None) -> optax.GradientTransformation:
+    """The optax transformation of the config; learning_rate and kwargs may be traced (sweeps). No validation."""
+    transforms = transforms or TransformsConfig()
+    lr = make_schedule(sched, opt.learning_rate if learning_rate is None else learning_rate)
+    fn = getattr(optax, opt.name)
+    kwargs = {**opt.kwargs, **(opt_kwargs or {})}
+    parts = []
+    if transforms.clip_global_norm > 0:
+        parts.append(optax.clip_by_global_norm(transforms.clip_global_norm))
+    if transforms.weight_decay > 0:
+        # Decoupled decay (Loshchilov & Hutter): the optimizer's direction at unit rate,
+        # plus wd * p on the masked leaves, all scaled by the (scheduled) learning rate.
+        parts += [fn(learning_rate=1.0, **kwargs), optax.scale(-1.0),
+                  optax.add_decayed_weights(transforms.weight_decay, mask=_decay_mask(transforms)),
+                  optax.scale_by_learning_rate(lr)]
+    else:
+        parts.append(fn(learning_rate=lr, **kwargs))
+    tx = parts[0] if len(parts) == 1 else optax.chain(*parts)
+    if transforms.accumulate_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=transforms.accumulate_steps)
+    return tx
+
+
+def validate(opt: OptimizerConfig, sched: ScheduleConfig) -> None:
+    """Check names and keywords of the optimizer and schedule, naming what is accepted."""
+    names = optimizer_names()
+    if opt.name not in names:
+        raise UserError(f"unknown optimizer '{opt.name}'{_suggest(opt.name, names)} (accepted: {', '.join(names)})")
+    _check_kwargs(f"optax.{opt.name}", getattr(optax, opt.name), opt.kwargs, reserved=("learning_rate",))
     if sched.name in ("none", ""):
         if sched.kwargs:
             raise UserError(f"schedule 'none' takes no keywords, got {', '.join(sched.kwargs)}")
-        return learning_rate
+        return
     if sched.name not in SCHEDULES:
         raise UserError(f"unknown schedule '{sched.name}'{_suggest(sched.name, SCHEDULES)}"
                         f" (accepted: none, {', '.join(SCHEDULES)})")
     fn = getattr(optax, sched.name)
-    params = inspect.signature(fn).parameters
-    value_arg = next(a for a in ("peak_value", "init_value", "value") if a in params)
-    kwargs = {value_arg: learning_rate, **sched.kwargs}
-    _check_kwargs(f"optax.{sched.name}", fn, kwargs)
+    _check_kwargs(f"optax.{sched.name}", fn, {_value_arg(fn): 1.0, **sched.kwargs})
     try:
-        schedule = fn(**kwargs)
-        lr0 = float(schedule(0))
+        lr0 = float(make_schedule(sched, opt.learning_rate)(0))
     except Exception as e:  # optax validates lazily and raises many types
         raise UserError(f"optax.{sched.name} rejected its arguments {sched.kwargs}: {_one_line(e)}") from None
     if not jnp.isfinite(lr0):
         raise UserError(f"optax.{sched.name} gives a non-finite learning rate at step 0: {lr0}")
-    return schedule
 
 
-def build_optimizer(opt: OptimizerConfig, sched: ScheduleConfig) -> tuple[optax.GradientTransformation, Callable]:
+def build_optimizer(opt: OptimizerConfig, sched: ScheduleConfig, transforms: TransformsConfig | None = None
+                    ) -> tuple[optax.GradientTransformation, Callable]:
     """The optax transformation named in the config, and a function step -> learning rate."""
-    names = optimizer_names()
-    if opt.name not in names:
-        raise UserError(f"unknown optimizer '{opt.name}'{_suggest(opt.name, names)} (accepted: {', '.join(names)})")
-    fn = getattr(optax, opt.name)
-    _check_kwargs(f"optax.{opt.name}", fn, opt.kwargs, reserved=("learning_rate",))
-    lr = build_schedule(sched, opt.learning_rate)
+    validate(opt, sched)
     try:
-        tx = fn(learning_rate=lr, **opt.kwargs)
+        tx = make_tx(opt, sched, transforms)
     except Exception as e:
         raise UserError(f"optax.{opt.name} rejected its arguments {opt.kwargs}: {_one_line(e)}") from None
-    return tx, learning_rate_fn(lr)
+    lr = learning_rate_fn(make_schedule(sched, opt.learning_rate))
+    k = (transforms or TransformsConfig()).accumulate_steps
+    return tx, (lr if k == 1 else (lambda step: lr(step // k)))
 
 
 def learning_rate_fn(lr: optax.Schedule | float | None) -> Callable[[int], float | None]:

@@ -184,7 +184,7 @@ def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
     words = read_words(cfg.data.path)
     ds = make_dataset(words, cfg.data.block_size, cfg.data.split_seed, cfg.data.first_n)
     if tx is None:
-        tx, lr_at = build_optimizer(cfg.optimizer, cfg.schedule)
+        tx, lr_at = build_optimizer(cfg.optimizer, cfg.schedule, cfg.transforms)
         opt_name = f"optax.{cfg.optimizer.name}"
     else:
         lr_at, opt_name = learning_rate_fn(None), "custom optax transformation"
@@ -206,6 +206,7 @@ def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
 
     X_train, Y_train = jax.device_put(ds.X["train"]), jax.device_put(ds.Y["train"])
     initial_loss = evaluate(state.params, ds.X["train"], ds.Y["train"])
+    initial_dev_loss = evaluate(state.params, ds.X["dev"], ds.Y["dev"])
     log(f"step {0:>{len(str(cfg.train.steps))}}/{cfg.train.steps} | loss {initial_loss:.4f} (whole train split)")
     run_steps = make_run_steps(tx, cfg.train.batch_size, cfg.train.full_batch)
     t0 = time.perf_counter()
@@ -247,6 +248,7 @@ def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
     summary = {
         **losses,
         "initial_train_loss": initial_loss,
+        "initial_dev_loss": initial_dev_loss,
         "steps": cfg.train.steps,
         "num_params": n_params,
         "examples": sizes,
@@ -289,7 +291,7 @@ def overfit_report(params, ds: Dataset) -> str:
 
 def _add_config_flags(parser: ArgumentParser) -> None:
     defaults = config_lib.Config()
-    for section in ("data", "model", "optimizer", "schedule", "train"):
+    for section in config_lib.SECTION_NAMES:
         about = None
         if section in config_lib.KWARG_SECTIONS:
             kw = getattr(defaults, section).kwargs
@@ -342,6 +344,7 @@ def main(argv=None):
     if args.list_optimizers:
         print("optimizers ([optimizer] name):", ", ".join(optimizer_names()))
         print("schedules ([schedule] name): none,", ", ".join(SCHEDULES))
+        print("transforms ([transforms]):", ", ".join(config_lib.section_fields("transforms")))
         return
     cfg = config_lib.load_config(config_path, overrides)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
