@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
 from functools import partial
@@ -40,17 +41,22 @@ class TrainState(NamedTuple):
     step: jax.Array
 
 
-def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation) -> TrainState:
-    """Fresh parameters and optimizer state from the config's seed."""
+def make_init(cfg: Config, vocab_size: int, make_tx: Callable) -> Callable:
+    """A pure `(key, hparams) -> TrainState`; make_tx(hparams) gives the optax transformation."""
     m = cfg.model
 
-    @jax.jit  # one compiled program rather than an eager dispatch (and compile) per op
-    def init(key):
+    def init(key, hparams=None):
         model_key, data_key = jax.random.split(key)
         params = init_params(model_key, vocab_size, cfg.data.block_size, m.n_embd, m.n_hidden, m.init)
-        return TrainState(params, tx.init(params), data_key, jnp.zeros((), jnp.int32))
+        return TrainState(params, make_tx(hparams).init(params), data_key, jnp.zeros((), jnp.int32))
 
-    return init(jax.random.key(cfg.train.seed))
+    return init
+
+
+def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation) -> TrainState:
+    """Fresh parameters and optimizer state from the config's seed."""
+    # One compiled program rather than an eager dispatch (and compile) per op.
+    return jax.jit(make_init(cfg, vocab_size, lambda _: tx))(jax.random.key(cfg.train.seed))
 
 
 def make_train_step(tx: optax.GradientTransformation) -> Callable:
@@ -68,19 +74,21 @@ def make_train_step(tx: optax.GradientTransformation) -> Callable:
 BATCH_BLOCK = 256  # steps whose minibatches are drawn and gathered in one go
 
 
-def make_run_steps(tx: optax.GradientTransformation, batch_size: int, full_batch: bool) -> Callable:
-    """A jitted `(state, X, Y, num_steps) -> (state, loss_sum)` that runs num_steps updates on the device.
+def make_steps(make_tx: Callable, batch_size: int, full_batch: bool) -> Callable:
+    """A pure `(state, hparams, X, Y, num_steps) -> (state, loss_sum)` that runs num_steps updates.
 
-    num_steps is traced, so every chunk length shares one compiled program. Minibatch
-    indices are drawn, and their rows gathered, for a block of BATCH_BLOCK steps at a
-    time (one large RNG call and gather instead of many small ones: the bench measured
-    ~25% more steps/s); step s uses row s % BATCH_BLOCK of block s // BATCH_BLOCK, drawn
-    from fold_in(key, block). So the data a step sees depends only on the seed and the
-    step number, not on where the chunks begin and end.
+    make_tx(hparams) gives the optax transformation, so hyperparameters can be traced
+    values (a sweep vmaps this over members). Minibatch indices are drawn, and their rows
+    gathered, for a block of BATCH_BLOCK steps at a time (one large RNG call and gather
+    instead of many small ones: the bench measured ~25% more steps/s); step s uses row
+    s % BATCH_BLOCK of block s // BATCH_BLOCK, drawn from fold_in(key, block). So the
+    data a step sees depends only on the seed and the step number, not on where the
+    chunks begin and end.
     """
-    train_step = make_train_step(tx)
 
-    def full_batch_steps(state, X, Y, num_steps):
+    def full_batch_steps(state, hparams, X, Y, num_steps):
+        train_step = make_train_step(make_tx(hparams))
+
         def one_step(_, carry):
             state, loss_sum = carry
             state, metrics = train_step(state, (X, Y))
@@ -88,7 +96,8 @@ def make_run_steps(tx: optax.GradientTransformation, batch_size: int, full_batch
 
         return jax.lax.fori_loop(0, num_steps, one_step, (state, jnp.float32(0)))
 
-    def minibatch_steps(state, X, Y, num_steps):
+    def minibatch_steps(state, hparams, X, Y, num_steps):
+        train_step = make_train_step(make_tx(hparams))
         end = state.step + num_steps
 
         def block(carry):
@@ -108,7 +117,16 @@ def make_run_steps(tx: optax.GradientTransformation, batch_size: int, full_batch
 
         return jax.lax.while_loop(lambda c: c[0].step < end, block, (state, jnp.float32(0)))
 
-    return jax.jit(full_batch_steps if full_batch else minibatch_steps, donate_argnums=0)
+    return full_batch_steps if full_batch else minibatch_steps
+
+
+def make_run_steps(tx: optax.GradientTransformation, batch_size: int, full_batch: bool) -> Callable:
+    """A jitted `(state, X, Y, num_steps) -> (state, loss_sum)` that runs num_steps updates on the device.
+
+    num_steps is traced, so every chunk length shares one compiled program.
+    """
+    steps = make_steps(lambda _: tx, batch_size, full_batch)
+    return jax.jit(lambda state, X, Y, num_steps: steps(state, None, X, Y, num_steps), donate_argnums=0)
 
 
 @partial(jax.jit, static_argnames="chunk")
@@ -140,11 +158,11 @@ def _boundaries(steps: int, log_every: int, eval_every: int) -> list[int]:
     return sorted(p for p in points if p > 0)
 
 
-def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+def prepare_out_dir(out_dir: Path, overwrite: bool, run_files: tuple[str, ...] = RUN_FILES) -> None:
     """Create the run directory; refuse one that holds another run unless overwrite is asked."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"train.out_dir {str(out_dir)!r} is a file, not a directory")
-    existing = [f for f in RUN_FILES if (out_dir / f).exists()]
+    existing = [f for f in run_files if (out_dir / f).exists()]
     if existing and not overwrite:
         raise UserError(f"train.out_dir {str(out_dir)!r} already holds a run ({existing[0]}); "
                         "choose another --train.out_dir or pass --overwrite")
@@ -155,8 +173,8 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
         probe.unlink()
     except OSError as e:
         raise UserError(f"cannot write to train.out_dir {str(out_dir)!r}: {e.strerror}") from None
-    for f in existing:
-        (out_dir / f).unlink()
+    for f in existing:  # only with --overwrite
+        shutil.rmtree(out_dir / f) if (out_dir / f).is_dir() else (out_dir / f).unlink()
 
 
 def _write_json(path: Path, obj) -> None:
@@ -304,16 +322,17 @@ def _add_config_flags(parser: ArgumentParser) -> None:
                                help=f"{f.metadata['help']} (default: {default!r})")
 
 
-def parse_args(argv: list[str] | None):
-    """CLI flags -> (config file, {"section.key": text} overrides, options)."""
-    parser = ArgumentParser(
-        prog="python -m jax_mlp.train",
-        description="Train the makemore MLP with JAX and optax. Every config field can be set with "
-                    "--SECTION.FIELD VALUE; the defaults are configs/lecture.toml.")
+def config_parser(prog: str, description: str) -> ArgumentParser:
+    """A parser with --config and a --SECTION.FIELD flag for every config field."""
+    parser = ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", metavar="FILE", help="TOML config file (default: the lecture's run)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in train.out_dir")
     parser.add_argument("--quiet", action="store_true", help="print only the final results")
-    parser.add_argument("--list-optimizers", action="store_true", help="list accepted optimizers and schedules")
+    return parser
+
+
+def parse_config_args(parser: ArgumentParser, argv: list[str] | None):
+    """Parse argv -> (options, config file, {"section.key": text} overrides); kwargs flags pass through."""
     _add_config_flags(parser)
     args, rest = parser.parse_known_args(argv)
     overrides = {k: v for k, v in vars(args).items() if "." in k}
@@ -322,7 +341,7 @@ def parse_args(argv: list[str] | None):
         flag = rest[i]
         if not flag.startswith("--") or "." not in flag:
             raise UserError(f"unrecognized argument {flag!r}; flags look like --SECTION.FIELD VALUE "
-                            "(see python -m jax_mlp.train --help)")
+                            f"(see {parser.prog} --help)")
         if "=" in flag:
             key, value = flag[2:].split("=", 1)
         elif i + 1 < len(rest):
@@ -335,7 +354,17 @@ def parse_args(argv: list[str] | None):
             config_lib.resolve([({section: {key.split(".", 1)[1]: value}}, True)])  # raises a named error
         overrides[key] = value
         i += 1
-    return args.config, overrides, args
+    return args, args.config, overrides
+
+
+def parse_args(argv: list[str] | None):
+    """CLI flags -> (config file, {"section.key": text} overrides, options)."""
+    parser = config_parser("python -m jax_mlp.train",
+                           "Train the makemore MLP with JAX and optax. Every config field can be set with "
+                           "--SECTION.FIELD VALUE; the defaults are configs/lecture.toml.")
+    parser.add_argument("--list-optimizers", action="store_true", help="list accepted optimizers and schedules")
+    args, path, overrides = parse_config_args(parser, argv)
+    return path, overrides, args
 
 
 @cli_entry
