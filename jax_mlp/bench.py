@@ -8,6 +8,7 @@ measured in the same run, since the machines here are shared and noisy.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -163,6 +164,23 @@ def torch_loop_sample(params: dict, block_size: int, num: int, seed: int = 0) ->
     return lengths
 
 
+def bench_sweep(cfg: Config, ds, members: int, steps: int, repeats: int) -> float:
+    """A sweep of `members` lecture runs (4 learning rates x seeds) in one vmapped program, in steps/s."""
+    from jax_mlp.sweep import compile_group
+
+    lrs = [0.03, 0.05, 0.1, 0.2]
+    cfgs = [dataclasses.replace(cfg, optimizer=dataclasses.replace(cfg.optimizer, learning_rate=lrs[i % 4]),
+                                train=dataclasses.replace(cfg.train, seed=i)) for i in range(members)]
+    state, hparams, compiled, X, Y, _ = compile_group(cfgs, ds)
+    box = [compiled(state, hparams, X, Y, steps)[0]]
+
+    def go():
+        box[0], loss_sum = compiled(box[0], hparams, X, Y, steps)
+        np.asarray(loss_sum)
+
+    return _median_rate(go, steps, repeats)[0]
+
+
 def python_loop_sample(params: dict, block_size: int, num: int, seed: int = 0) -> list[int]:
     """The lecture's sampler in numpy, for machines without torch: one forward per character."""
     p = {k: np.asarray(v) for k, v in params.items()}
@@ -208,6 +226,11 @@ def run_bench(data: str | Path | None, quick: bool) -> dict:
     big_steps = 20 if quick else 300
     ours_big = bench_jax_mlp(big, ds, big_steps, repeats)
     fps, fps_big = flops_per_step(32, fan_in, H, V), flops_per_step(2048, fan_in, H, V)
+    n_members = 16
+    sweep_sps = bench_sweep(cfg, ds, n_members, steps // 4, repeats)
+    results["sweep"] = {"members": n_members, "steps_per_second": sweep_sps,
+                        "examples_per_second": sweep_sps * n_members * 32,
+                        "vs_single_run": sweep_sps * n_members / ours["steps_per_second"]}
 
     results["steps_per_second"] = {"jax_mlp": ours["steps_per_second"], "torch_eager": torch_eager,
                                    "jax_step_loop": step_loop}
@@ -297,6 +320,8 @@ def format_table(r: dict) -> str:
         f"{r['roofline_fraction']:.1%} of it",
         f"  compile: {r['compile_seconds']:.2f} s",
         "",
+        f"sweep of {r['sweep']['members']} members in one program: {fmt(r['sweep']['examples_per_second'])} "
+        f"examples/s = {r['sweep']['vs_single_run']:.1f}x one run's {fmt(r['examples_per_second']['jax_mlp'])}",
         f"batch 2048: {fmt(r['batch_2048']['steps_per_second'])} steps/s, "
         f"{r['batch_2048']['gflops']:.0f} GFLOP/s = {r['batch_2048']['roofline_fraction']:.1%} of the matmul peak",
         f"sampling: {fmt(r['sample_names_per_second']['jax_mlp'])} names/s vs "

@@ -87,8 +87,8 @@ def program_key(cfg: Config) -> str:
     return config_lib.to_toml(neutral) + "\n#" + ",".join(sorted(hp["kwargs"]))
 
 
-def run_group(cfgs: list[Config], ds, log=print) -> tuple[object, list[float]]:
-    """Train the members of one group together; return the stacked final state and timings."""
+def compile_group(cfgs: list[Config], ds):
+    """Stacked initial states, member hyperparameters and the compiled vmapped step loop of one group."""
     base = cfgs[0]
     names = sorted(_hparams_of(base)["kwargs"])
     hparams = {"learning_rate": jnp.asarray([c.optimizer.learning_rate for c in cfgs], jnp.float32),
@@ -99,14 +99,19 @@ def run_group(cfgs: list[Config], ds, log=print) -> tuple[object, list[float]]:
                        learning_rate=hp["learning_rate"], opt_kwargs=hp["kwargs"])
 
     keys = jnp.stack([jax.random.key(c.train.seed) for c in cfgs])
-    init = jax.jit(jax.vmap(make_init(base, len(ds.vocab), member_tx)))
-    state = init(keys, hparams)
+    state = jax.jit(jax.vmap(make_init(base, len(ds.vocab), member_tx)))(keys, hparams)
     steps = jax.jit(jax.vmap(make_steps(member_tx, base.train.batch_size, base.train.full_batch),
                              in_axes=(0, 0, None, None, None)), donate_argnums=0)
     X, Y = jax.device_put(ds.X["train"]), jax.device_put(ds.Y["train"])
     t0 = time.perf_counter()
     compiled = steps.lower(state, hparams, X, Y, 0).compile()
-    compile_seconds = time.perf_counter() - t0
+    return state, hparams, compiled, X, Y, time.perf_counter() - t0
+
+
+def run_group(cfgs: list[Config], ds, log=print) -> tuple[object, list[float]]:
+    """Train the members of one group together; return the stacked final state and timings."""
+    base = cfgs[0]
+    state, hparams, compiled, X, Y, compile_seconds = compile_group(cfgs, ds)
     t0, prev = time.perf_counter(), 0
     for point in _boundaries(base.train.steps, base.train.log_every, 0):
         state, loss_sum = compiled(state, hparams, X, Y, point - prev)
@@ -145,7 +150,10 @@ def run_sweep(members: list[tuple[dict, Config]], out_dir: Path | None, log=prin
         for j, i in enumerate(idx):
             member = jax.tree.map(lambda a: a[j], state)
             losses = {f"{s}_loss": evaluate(member.params, ds.X[s], ds.Y[s]) for s in ("train", "dev", "test")}
-            results[i] = {"member": i, "values": members[i][0], **losses, "steps": base.train.steps,
+            diverged = any(v is not None and not np.isfinite(v) for v in losses.values())
+            losses = {k: None if v is None or not np.isfinite(v) else v for k, v in losses.items()}
+            results[i] = {"member": i, "values": members[i][0], **losses, "diverged": diverged,
+                          "steps": base.train.steps,
                           "num_params": num_params(member.params), "group": g, "group_size": len(idx),
                           "group_compile_seconds": compile_s, "group_train_seconds": train_s}
             if out_dir is not None:
@@ -162,7 +170,7 @@ def run_sweep(members: list[tuple[dict, Config]], out_dir: Path | None, log=prin
 def format_table(results: list[dict], keys: list[str]) -> str:
     """Members sorted by dev loss, one line each."""
     rows = sorted(results, key=lambda r: (r["dev_loss"] is None, r["dev_loss"] or 0.0))
-    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
+    fmt = lambda v: "  n/a " if v is None else f"{v:.4f}"
     width = {k: max(len(k), *(len(str(r["values"][k])) for r in rows)) for k in keys}
     lines = ["  ".join(k.rjust(width[k]) for k in keys) + "   train     dev    test"]
     for r in rows:
