@@ -77,7 +77,9 @@ class TrainConfig:
     seed: int = _f(2147483647, "seed of the parameter init and minibatch sampling keys")
     log_every: int = _f(10000, "steps between log points (the host syncs only there)")
     eval_every: int = _f(0, "steps between dev-loss evaluations during training; 0 = only at the end")
-    out_dir: str = _f("runs/lecture", "directory for config, metrics, summary and checkpoint")
+    out_dir: str = _f("runs/lecture", "directory for config, metrics, summary and checkpoints")
+    checkpoint_every: int = _f(50000, "steps between checkpoints (one is always written at the end); 0 = end only")
+    keep_checkpoints: int = _f(3, "newest step checkpoints kept, besides the best by dev loss")
     num_samples: int = _f(20, "names to sample and print at the end")
 
 
@@ -169,7 +171,8 @@ def _check_ranges(cfg: Config) -> None:
         "model.n_embd": (cfg.model.n_embd, 1), "model.n_hidden": (cfg.model.n_hidden, 1),
         "train.steps": (cfg.train.steps, 0), "train.batch_size": (cfg.train.batch_size, 1),
         "train.log_every": (cfg.train.log_every, 1), "train.eval_every": (cfg.train.eval_every, 0),
-        "train.num_samples": (cfg.train.num_samples, 0), "data.split_seed": (cfg.data.split_seed, 0),
+        "train.num_samples": (cfg.train.num_samples, 0), "train.checkpoint_every": (cfg.train.checkpoint_every, 0),
+        "train.keep_checkpoints": (cfg.train.keep_checkpoints, 1), "data.split_seed": (cfg.data.split_seed, 0),
         "train.seed": (cfg.train.seed, 0), "transforms.accumulate_steps": (cfg.transforms.accumulate_steps, 1),
     }
     for key, (value, low) in at_least.items():

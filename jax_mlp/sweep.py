@@ -160,8 +160,8 @@ def run_sweep(members: list[tuple[dict, Config]], out_dir: Path | None, log=prin
                 mdir = out_dir / "members" / f"{i:03d}"
                 mdir.mkdir(parents=True, exist_ok=True)
                 (mdir / "config.toml").write_text(config_lib.to_toml(members[i][1]), encoding="utf-8")
-                checkpoint.save(mdir / checkpoint.CHECKPOINT, member.params, member.opt_state, int(member.step),
-                                member.key, ds.vocab, members[i][1], max(32, 2 * longest))
+                checkpoint.save_rolling(mdir, 1, member.params, member.opt_state, int(member.step),
+                                        member.key, ds.vocab, members[i][1], max(32, 2 * longest))
                 _write_json(mdir / "summary.json", results[i])
                 results[i]["run_dir"] = str(mdir)
     return results

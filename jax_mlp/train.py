@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import contextlib
+import hashlib
 import math
 import shutil
+import signal
 import sys
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -29,7 +33,7 @@ from jax_mlp.model import forward, init_params, loss_fn, num_params, per_example
 from jax_mlp.optim import SCHEDULES, build_optimizer, check_optimizer, learning_rate_fn, optimizer_names
 from jax_mlp.sample import sample_names
 
-RUN_FILES = ("summary.json", "metrics.jsonl", checkpoint.CHECKPOINT, "config.toml")
+RUN_FILES = ("summary.json", "metrics.jsonl", checkpoint.CHECKPOINTS, "config.toml")
 
 
 class TrainState(NamedTuple):
@@ -191,83 +195,212 @@ class Run(NamedTuple):
     summary: dict
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint was written at `step`."""
+
+    def __init__(self, signum: int, step: int, out_dir: Path | None):
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}")
+        self.signum, self.step, self.out_dir = signum, step, out_dir
+
+
+class Diverged(Exception):
+    """The loss became non-finite; nothing after the last good checkpoint was saved."""
+
+
+# Fields a resumed run may change: none of them changes what the run computes.
+RESUMABLE = {"train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
+             "train.keep_checkpoints", "train.num_samples", "train.out_dir", "data.path"}
+
+MAX_CHUNK = 2000  # steps between host syncs at most, so signals are answered within ~0.1 s
+
+
+def data_fingerprint(words: list[str]) -> str:
+    """A hash of the items, to check that a resumed run reads the same data."""
+    return hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()[:16]
+
+
+def check_resume_config(saved: Config, cfg: Config) -> None:
+    """A resumed run may change only RESUMABLE fields; any other change is a UserError naming it."""
+    a, b = config_lib.to_dict(saved), config_lib.to_dict(cfg)
+    for section in a:
+        for key in sorted(set(a[section]) | set(b[section])):
+            dotted = f"{section}.{key}"
+            if dotted not in RESUMABLE and a[section].get(key) != b[section].get(key):
+                raise UserError(f"--resume cannot change {dotted} (checkpoint has {a[section].get(key)!r}, "
+                                f"asked {b[section].get(key)!r}); only {', '.join(sorted(RESUMABLE))} may change")
+
+
+@contextlib.contextmanager
+def _catch_signals(enabled: bool):
+    """Record SIGINT/SIGTERM instead of dying mid-chunk; the loop checks between chunks."""
+    caught: list[int] = []
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _restore(ckpt: checkpoint.Checkpoint, template: TrainState) -> TrainState:
+    """Put a checkpoint's arrays into the structure of a freshly initialised state."""
+    opt_def = jax.tree_util.tree_structure(template.opt_state)
+    if opt_def.num_leaves != len(ckpt.opt_leaves):
+        raise UserError(f"{str(ckpt.path)!r}: its optimizer state does not match optax.{ckpt.config.optimizer.name} "
+                        "as configured; it was written by another optimizer setup")
+    return TrainState({k: jnp.asarray(v) for k, v in ckpt.params.items()},
+                      jax.tree_util.tree_unflatten(opt_def, [jnp.asarray(x) for x in ckpt.opt_leaves]),
+                      jax.random.wrap_key_data(jnp.asarray(ckpt.key_data)), jnp.asarray(ckpt.step, jnp.int32))
+
+
 def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
                        tx: optax.GradientTransformation | None = None, overwrite: bool = False,
+                       resume: bool = False, handle_signals: bool = False,
                        log: Callable[[str], None] = print) -> Run:
     """Train per `cfg`, evaluate every split, write the run to out_dir (None = write nothing).
 
     `tx` replaces the optimizer and schedule of the config with any optax transformation.
+    `resume` continues from the newest checkpoint in out_dir. With `handle_signals`,
+    SIGINT/SIGTERM end the current chunk, write a checkpoint and raise Interrupted.
     """
     t_start = time.perf_counter()
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt = None
+    if resume:
+        if out is None:
+            raise UserError("--resume needs train.out_dir, the run directory to continue")
+        ckpt = checkpoint.load(out, warn=log)
+        check_resume_config(ckpt.config, cfg)
     words = read_words(cfg.data.path)
+    fingerprint = data_fingerprint(words)
+    if ckpt is not None and ckpt.extra.get("data_fingerprint") not in (None, fingerprint):
+        raise UserError(f"--resume: {cfg.data.path or 'the bundled data'} is not the data this run was trained on "
+                        "(its items differ); give the run's data.path")
     ds = make_dataset(words, cfg.data.block_size, cfg.data.split_seed, cfg.data.first_n)
     if tx is None:
         tx, lr_at = build_optimizer(cfg.optimizer, cfg.schedule, cfg.transforms)
         opt_name = f"optax.{cfg.optimizer.name}"
     else:
         lr_at, opt_name = learning_rate_fn(None), "custom optax transformation"
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
+    if out is not None and not resume:
         prepare_out_dir(out, overwrite)
+    if out is not None:
         (out / "config.toml").write_text(config_lib.to_toml(cfg), encoding="utf-8")
 
     state = init_state(cfg, len(ds.vocab), tx)
     check_optimizer(tx, state.params, opt_name)
+    if ckpt is not None:
+        state = _restore(ckpt, state)
+    start_step = int(state.step)
     n_params = num_params(state.params)
     devices = jax.devices()
     sizes = ds.sizes()
+    longest = max(len(w) for ws in ds.words.values() for w in ws)
+    max_len = max(32, 2 * longest)
     log(f"data: {cfg.data.path or 'bundled SSA 2017 names'}: {sum(len(w) for w in ds.words.values())} items, "
         f"vocab {len(ds.vocab)}, examples train/dev/test {sizes['train']}/{sizes['dev']}/{sizes['test']}")
     log(f"model: {n_params} params; {opt_name}; {cfg.train.steps} steps of "
         f"{'full batch' if cfg.train.full_batch else f'batch {cfg.train.batch_size}'} "
-        f"on {devices[0].platform} ({len(devices)} device{'s' if len(devices) > 1 else ''})")
+        f"on {devices[0].platform} ({len(devices)} device{'s' if len(devices) > 1 else ''})"
+        + (f"; resuming at step {start_step}" if ckpt is not None else ""))
 
     X_train, Y_train = jax.device_put(ds.X["train"]), jax.device_put(ds.Y["train"])
     initial_loss = evaluate(state.params, ds.X["train"], ds.Y["train"])
     initial_dev_loss = evaluate(state.params, ds.X["dev"], ds.Y["dev"])
-    log(f"step {0:>{len(str(cfg.train.steps))}}/{cfg.train.steps} | loss {initial_loss:.4f} (whole train split)")
+    width = len(str(cfg.train.steps))
+    log(f"step {start_step:>{width}}/{cfg.train.steps} | loss {initial_loss:.4f} (whole train split)")
     run_steps = make_run_steps(tx, cfg.train.batch_size, cfg.train.full_batch)
     t0 = time.perf_counter()
     compiled = run_steps.lower(state, X_train, Y_train, 0).compile()
     compile_seconds = time.perf_counter() - t0
 
-    metrics_file = open(out / "metrics.jsonl", "w") if out is not None else None
-    train_seconds, prev = 0.0, 0
+    def save_checkpoint(state: TrainState, best: float | None) -> float | None:
+        extra = {"data_fingerprint": fingerprint}
+        checkpoint.save_rolling(out, cfg.train.keep_checkpoints, state.params, state.opt_state, int(state.step),
+                                state.key, ds.vocab, cfg, max_len, extra=extra)
+        dev = evaluate(state.params, ds.X["dev"], ds.Y["dev"])
+        if dev is not None and (best is None or dev < best):
+            checkpoint.save(out / checkpoint.CHECKPOINTS / checkpoint.BEST, state.params, state.opt_state,
+                            int(state.step), state.key, ds.vocab, cfg, max_len, extra=extra | {"dev_loss": dev})
+            return dev
+        return best
+
+    best = None
+    if out is not None and (out / checkpoint.CHECKPOINTS / checkpoint.BEST).exists():
+        try:
+            best = checkpoint.load(out / checkpoint.CHECKPOINTS / checkpoint.BEST).extra.get("dev_loss")
+        except UserError:
+            best = None
+    metrics_file = None
+    if out is not None:
+        kept = []
+        if resume and (out / "metrics.jsonl").exists():  # drop log points past the checkpoint
+            kept = [line for line in (out / "metrics.jsonl").read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
+        metrics_file = open(out / "metrics.jsonl", "w")
+        metrics_file.writelines(line + "\n" for line in kept)
+    ckpt_every = cfg.train.checkpoint_every
+    points = _boundaries(cfg.train.steps, min(cfg.train.log_every, MAX_CHUNK), cfg.train.eval_every)
+    if ckpt_every:
+        points = sorted(set(points) | set(range(ckpt_every, cfg.train.steps, ckpt_every)))
+    train_seconds, prev, since_log, loss_acc = 0.0, start_step, 0, 0.0
+    last_saved = start_step if ckpt is not None else None
     try:
-        for point in _boundaries(cfg.train.steps, cfg.train.log_every, cfg.train.eval_every):
-            t0 = time.perf_counter()
-            state, loss_sum = compiled(state, X_train, Y_train, point - prev)
-            loss_sum = float(loss_sum)  # the host syncs here, and only here
-            dt = time.perf_counter() - t0
-            train_seconds += dt
-            record = {"step": point, "loss": loss_sum / (point - prev), "learning_rate": lr_at(point - 1),
-                      "steps_per_second": (point - prev) / dt, "elapsed_seconds": time.perf_counter() - t_start}
-            if cfg.train.eval_every and point % cfg.train.eval_every == 0:
-                record["dev_loss"] = evaluate(state.params, ds.X["dev"], ds.Y["dev"])
-            if not math.isfinite(record["loss"]):
-                raise UserError(f"the loss became {record['loss']} by step {point}; "
-                                "try a lower optimizer.learning_rate")
-            if point % cfg.train.log_every == 0 or point == cfg.train.steps:
-                lr = "" if record["learning_rate"] is None else f" | lr {record['learning_rate']:.4g}"
-                dev = "" if record.get("dev_loss") is None else f" | dev {record['dev_loss']:.4f}"
-                log(f"step {point:>{len(str(cfg.train.steps))}}/{cfg.train.steps} | loss {record['loss']:.4f}"
-                    f"{dev}{lr} | {record['steps_per_second']:,.0f} steps/s")
-            if metrics_file:
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-            prev = point
+        with _catch_signals(handle_signals) as caught:
+            for point in (p for p in points if p > start_step):
+                t0 = time.perf_counter()
+                new_state, loss_sum = compiled(state, X_train, Y_train, point - prev)
+                loss_sum = float(loss_sum)  # the host syncs here, and only here
+                dt = time.perf_counter() - t0
+                if not math.isfinite(loss_sum):
+                    where = f"in steps {prev + 1}-{point}"
+                    kept_ckpt = (f"the last good checkpoint (step {last_saved}) is kept in {out}"
+                                 if last_saved is not None else "no checkpoint was written")
+                    raise Diverged(f"the loss became {loss_sum} {where}; {kept_ckpt}; try a lower "
+                                   f"optimizer.learning_rate (now {cfg.optimizer.learning_rate:g})")
+                state = new_state
+                train_seconds += dt
+                loss_acc += loss_sum
+                since_log += point - prev
+                prev = point
+                if out is not None and ckpt_every and point % ckpt_every == 0 and point < cfg.train.steps:
+                    best = save_checkpoint(state, best)
+                    last_saved = point
+                logged = point % cfg.train.log_every == 0 or point == cfg.train.steps
+                evaluated = cfg.train.eval_every and point % cfg.train.eval_every == 0
+                if logged or evaluated:
+                    record = {"step": point, "loss": loss_acc / since_log, "learning_rate": lr_at(point - 1),
+                              "steps_per_second": (point - start_step) / train_seconds,
+                              "elapsed_seconds": time.perf_counter() - t_start}
+                    if evaluated:
+                        record["dev_loss"] = evaluate(state.params, ds.X["dev"], ds.Y["dev"])
+                    lr = "" if record["learning_rate"] is None else f" | lr {record['learning_rate']:.4g}"
+                    dev = "" if record.get("dev_loss") is None else f" | dev {record['dev_loss']:.4f}"
+                    log(f"step {point:>{width}}/{cfg.train.steps} | loss {record['loss']:.4f}"
+                        f"{dev}{lr} | {record['steps_per_second']:,.0f} steps/s")
+                    if metrics_file:
+                        metrics_file.write(json.dumps(record) + "\n")
+                        metrics_file.flush()
+                    since_log, loss_acc = 0, 0.0
+                if caught and point < cfg.train.steps:
+                    if out is not None:
+                        best = save_checkpoint(state, best)
+                    raise Interrupted(caught[0], point, out)
     finally:
         if metrics_file:
             metrics_file.close()
 
     losses = {f"{s}_loss": evaluate(state.params, ds.X[s], ds.Y[s]) for s in ("train", "dev", "test")}
-    longest = max(len(w) for ws in ds.words.values() for w in ws)
-    max_len = max(32, 2 * longest)
     summary = {
         **losses,
         "initial_train_loss": initial_loss,
         "initial_dev_loss": initial_dev_loss,
         "steps": cfg.train.steps,
+        "resumed_from_step": start_step if ckpt is not None else None,
         "num_params": n_params,
         "examples": sizes,
         "vocab_size": len(ds.vocab),
@@ -275,14 +408,13 @@ def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
         "devices": [str(d) for d in devices],
         "compile_seconds": compile_seconds,
         "train_seconds": train_seconds,
-        "steps_per_second": cfg.train.steps / train_seconds if train_seconds > 0 else None,
+        "steps_per_second": (cfg.train.steps - start_step) / train_seconds if train_seconds > 0 else None,
         "final_learning_rate": lr_at(max(cfg.train.steps - 1, 0)),
     }
     if cfg.data.first_n:
         summary["loss_floor"] = loss_floor(ds.X["train"], ds.Y["train"])
-    if out is not None:
-        checkpoint.save(out / checkpoint.CHECKPOINT, state.params, state.opt_state, int(state.step),
-                        state.key, ds.vocab, cfg, max_len)
+    if out is not None and int(state.step) != last_saved:
+        save_checkpoint(state, best)
     summary["wall_seconds"] = time.perf_counter() - t_start
     if out is not None:
         _write_json(out / "summary.json", summary)
@@ -363,6 +495,8 @@ def parse_args(argv: list[str] | None):
                            "Train the makemore MLP with JAX and optax. Every config field can be set with "
                            "--SECTION.FIELD VALUE; the defaults are configs/lecture.toml.")
     parser.add_argument("--list-optimizers", action="store_true", help="list accepted optimizers and schedules")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in train.out_dir from its newest checkpoint")
     args, path, overrides = parse_config_args(parser, argv)
     return path, overrides, args
 
@@ -375,9 +509,29 @@ def main(argv=None):
         print("schedules ([schedule] name): none,", ", ".join(SCHEDULES))
         print("transforms ([transforms]):", ", ".join(config_lib.section_fields("transforms")))
         return
-    cfg = config_lib.load_config(config_path, overrides)
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite contradict each other; give one")
+    if args.resume:
+        # The run's own config, with only the overrides given here on top.
+        out_dir = Path(overrides.get("train.out_dir") or config_lib.load_config(config_path).train.out_dir)
+        saved = checkpoint.load(out_dir).config
+        layers = [(config_lib.to_dict(saved), False)]
+        if config_path is not None:
+            layers.append((config_lib.read_toml(config_path), False))
+        cfg = config_lib.resolve(layers + [(_nest(overrides), True)]) if overrides else config_lib.resolve(layers)
+    else:
+        cfg = config_lib.load_config(config_path, overrides)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
-    run = train_and_evaluate(cfg, cfg.train.out_dir, overwrite=args.overwrite, log=log)
+    out = cfg.train.out_dir
+    try:
+        run = train_and_evaluate(cfg, out, overwrite=args.overwrite, resume=args.resume, handle_signals=True, log=log)
+    except Interrupted as e:
+        print(f"{e}; checkpoint written. Resume with: python -m jax_mlp.train --train.out_dir {out} --resume",
+              file=sys.stderr, flush=True)
+        raise SystemExit(128 + e.signum) from None
+    except Diverged as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(3) from None
     s = run.summary
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
     print(f"train {fmt(s['train_loss'])} | dev {fmt(s['dev_loss'])} | test {fmt(s['test_loss'])} "
@@ -389,8 +543,16 @@ def main(argv=None):
         names = sample_names(run.state.params, run.dataset.vocab, cfg.data.block_size, cfg.train.num_samples,
                              jax.random.key(cfg.train.seed), s["max_len"])
         print(f"{len(names)} sampled names: " + " ".join(names))
-    print(f"run written to {cfg.train.out_dir} (sample more: python -m jax_mlp.sample --run {cfg.train.out_dir})")
+    print(f"run written to {out} (sample more: python -m jax_mlp.sample --run {out})")
     sys.stdout.flush()
+
+
+def _nest(overrides: dict) -> dict:
+    table: dict = {}
+    for dotted, text in overrides.items():
+        section, _, key = dotted.partition(".")
+        table.setdefault(section, {})[key] = text
+    return table
 
 
 if __name__ == "__main__":

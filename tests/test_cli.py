@@ -33,7 +33,8 @@ def test_quick_run_writes_a_complete_run(quick_run):
     assert all({"loss", "learning_rate", "steps_per_second"} <= set(m) for m in metrics)
     assert load_config(out / "config.toml") == load_config(ROOT / "configs" / "quick.toml",
                                                            {"train.out_dir": str(out)})
-    assert (out / "checkpoint.npz").exists()
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_000003000.npz", "best.npz"] or \
+        sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.npz", "step_000003000.npz"]
     # the end of the run prints the losses and 20 sampled names
     assert "train " in proc.stdout and "dev " in proc.stdout and "test " in proc.stdout
     names_line = next(line for line in proc.stdout.splitlines() if line.startswith("20 sampled names:"))
@@ -211,7 +212,8 @@ def test_out_dir_that_is_a_file(tmp_path, capsys, names_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--run", "{tmp}"], "no checkpoint"),
+    (["--run", "{tmp}"], "has no checkpoint"),
+    (["--run", "{tmp}/missing"], "no checkpoint at"),
     (["--run", "{tmp}/junk.npz"], "not a readable jax_mlp checkpoint"),
     (["--run", "{tmp}", "-n", "0"], "-n must be >= 1"),
     (["--run", "{tmp}", "--temperature", "0"], "--temperature must be > 0"),
