@@ -13,6 +13,7 @@ from jax_mlp.errors import UserError
 
 BOUNDARY = "."  # index 0: the start and end of every item, as in the lecture
 BUNDLED = "ssa_names_2017.txt"
+MAX_ITEM_LENGTH = 10_000  # characters; a longer "item" is almost surely a file without line breaks
 
 
 def parse_words(text: str, source: str = "data") -> list[str]:
@@ -25,6 +26,9 @@ def parse_words(text: str, source: str = "data") -> list[str]:
         what = "is empty" if not text else "has only blank lines"
         raise UserError(f"{source} {what}; expected one item (e.g. a name) per line")
     for i, w in enumerate(words):
+        if len(w) > MAX_ITEM_LENGTH:
+            raise UserError(f"{source}: item {i + 1} is {len(w):,} characters long (at most {MAX_ITEM_LENGTH:,}); "
+                            "expected one short item, such as a name, per line")
         if BOUNDARY in w:
             raise UserError(f"{source}: item {i + 1} ({w[:40]!r}) contains '{BOUNDARY}', which is reserved "
                             "for the start/end token; remove it from the data")

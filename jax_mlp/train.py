@@ -230,6 +230,11 @@ def check_resume_config(saved: Config, cfg: Config) -> None:
                                 f"asked {b[section].get(key)!r}); only {', '.join(sorted(RESUMABLE))} may change")
 
 
+@jax.jit
+def _all_finite(params) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree_util.tree_leaves(params)]))
+
+
 @contextlib.contextmanager
 def _catch_signals(enabled: bool):
     """Record SIGINT/SIGTERM instead of dying mid-chunk; the loop checks between chunks."""
@@ -356,11 +361,11 @@ def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
                 new_state, loss_sum = compiled(state, X_train, Y_train, point - prev)
                 loss_sum = float(loss_sum)  # the host syncs here, and only here
                 dt = time.perf_counter() - t0
-                if not math.isfinite(loss_sum):
-                    where = f"in steps {prev + 1}-{point}"
+                if not math.isfinite(loss_sum) or not bool(_all_finite(new_state.params)):
+                    why = f"loss {loss_sum}" if not math.isfinite(loss_sum) else "parameters overflowed"
                     kept_ckpt = (f"the last good checkpoint (step {last_saved}) is kept in {out}"
                                  if last_saved is not None else "no checkpoint was written")
-                    raise Diverged(f"the loss became {loss_sum} {where}; {kept_ckpt}; try a lower "
+                    raise Diverged(f"training diverged in steps {prev + 1}-{point} ({why}); {kept_ckpt}; try a lower "
                                    f"optimizer.learning_rate (now {cfg.optimizer.learning_rate:g})")
                 state = new_state
                 train_seconds += dt
