@@ -30,6 +30,7 @@ from jax_mlp.config import Config
 from jax_mlp.data import Dataset, loss_floor, make_dataset, read_words
 from jax_mlp.errors import ArgumentParser, UserError, cli_entry
 from jax_mlp.model import forward, init_params, loss_fn, num_params, per_example_loss
+from jax_mlp.progress import MetricsWriter, Progress
 from jax_mlp.optim import SCHEDULES, build_optimizer, check_optimizer, learning_rate_fn, optimizer_names
 from jax_mlp.sample import sample_names
 
@@ -264,13 +265,14 @@ def _restore(ckpt: checkpoint.Checkpoint, template: TrainState) -> TrainState:
 
 def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
                        tx: optax.GradientTransformation | None = None, overwrite: bool = False,
-                       resume: bool = False, handle_signals: bool = False,
+                       resume: bool = False, handle_signals: bool = False, progress: str = "none",
                        log: Callable[[str], None] = print) -> Run:
     """Train per `cfg`, evaluate every split, write the run to out_dir (None = write nothing).
 
     `tx` replaces the optimizer and schedule of the config with any optax transformation.
     `resume` continues from the newest checkpoint in out_dir. With `handle_signals`,
     SIGINT/SIGTERM end the current chunk, write a checkpoint and raise Interrupted.
+    `progress` is "bar" (a tqdm bar between chunks) or "none"; log lines go to `log`.
     """
     t_start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else None
@@ -340,14 +342,8 @@ def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
             best = checkpoint.load(out / checkpoint.CHECKPOINTS / checkpoint.BEST).extra.get("dev_loss")
         except UserError:
             best = None
-    metrics_file = None
-    if out is not None:
-        kept = []
-        if resume and (out / "metrics.jsonl").exists():  # drop log points past the checkpoint
-            kept = [line for line in (out / "metrics.jsonl").read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
-        metrics_file = open(out / "metrics.jsonl", "w")
-        metrics_file.writelines(line + "\n" for line in kept)
+    metrics = MetricsWriter(out, keep_until=start_step if resume else None)
+    bar = Progress(progress, cfg.train.steps, start_step)
     ckpt_every = cfg.train.checkpoint_every
     points = _boundaries(cfg.train.steps, min(cfg.train.log_every, MAX_CHUNK), cfg.train.eval_every)
     if ckpt_every:
@@ -369,6 +365,7 @@ def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
                                    f"optimizer.learning_rate (now {cfg.optimizer.learning_rate:g})")
                 state = new_state
                 train_seconds += dt
+                bar.advance(point - prev, loss_sum / (point - prev), lr_at(point - 1), (point - prev) / dt)
                 loss_acc += loss_sum
                 since_log += point - prev
                 prev = point
@@ -385,19 +382,18 @@ def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
                         record["dev_loss"] = evaluate(state.params, ds.X["dev"], ds.Y["dev"])
                     lr = "" if record["learning_rate"] is None else f" | lr {record['learning_rate']:.4g}"
                     dev = "" if record.get("dev_loss") is None else f" | dev {record['dev_loss']:.4f}"
-                    log(f"step {point:>{width}}/{cfg.train.steps} | loss {record['loss']:.4f}"
+                    (bar.log if progress == "bar" else log)(
+                        f"step {point:>{width}}/{cfg.train.steps} | loss {record['loss']:.4f}"
                         f"{dev}{lr} | {record['steps_per_second']:,.0f} steps/s")
-                    if metrics_file:
-                        metrics_file.write(json.dumps(record) + "\n")
-                        metrics_file.flush()
+                    metrics.write(record)
                     since_log, loss_acc = 0, 0.0
                 if caught and point < cfg.train.steps:
                     if out is not None:
                         best = save_checkpoint(state, best)
                     raise Interrupted(caught[0], point, out)
     finally:
-        if metrics_file:
-            metrics_file.close()
+        bar.close()
+        metrics.close()
 
     losses = {f"{s}_loss": evaluate(state.params, ds.X[s], ds.Y[s]) for s in ("train", "dev", "test")}
     summary = {
@@ -527,9 +523,12 @@ def main(argv=None):
     else:
         cfg = config_lib.load_config(config_path, overrides)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
+    # A bar on a terminal; plain log lines when stdout is a file or pipe; nothing with --quiet.
+    progress = "bar" if sys.stdout.isatty() and not args.quiet else "none"
     out = cfg.train.out_dir
     try:
-        run = train_and_evaluate(cfg, out, overwrite=args.overwrite, resume=args.resume, handle_signals=True, log=log)
+        run = train_and_evaluate(cfg, out, overwrite=args.overwrite, resume=args.resume, handle_signals=True,
+                                 progress=progress, log=log)
     except Interrupted as e:
         print(f"{e}; checkpoint written. Resume with: python -m jax_mlp.train --train.out_dir {out} --resume",
               file=sys.stderr, flush=True)

@@ -1,0 +1,82 @@
+"""What a run shows and records between compiled chunks: a progress bar or log lines, and metrics files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+class Progress:
+    """A tqdm bar on a terminal ('bar'), plain log lines ('lines'), or nothing ('none')."""
+
+    def __init__(self, mode: str, total: int, initial: int = 0):
+        self.mode, self.bar = mode, None
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stdout)
+
+    def log(self, line: str) -> None:
+        """A line of text, printed above the bar when there is one."""
+        if self.mode == "none":
+            return
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def advance(self, steps: int, loss: float, lr: float | None, steps_per_second: float) -> None:
+        """After each chunk: move the bar and show the latest loss, rate and speed."""
+        if self.bar is not None:
+            post = {"loss": f"{loss:.4f}", "steps/s": f"{steps_per_second:,.0f}"}
+            if lr is not None:
+                post["lr"] = f"{lr:.3g}"
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.update(steps)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class MetricsWriter:
+    """metrics.jsonl (one object per log point) and, when tensorboardX is installed, TensorBoard events."""
+
+    def __init__(self, out_dir: Path | None, keep_until: int | None = None):
+        self.file = self.tb = None
+        if out_dir is None:
+            return
+        kept = []
+        path = out_dir / "metrics.jsonl"
+        if keep_until is not None and path.exists():  # a resumed run: drop log points past the checkpoint
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= keep_until]
+        self.file = open(path, "w")
+        self.file.writelines(line + "\n" for line in kept)
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            return
+        self.tb = SummaryWriter(str(out_dir / "tb"), purge_step=keep_until)
+
+    def write(self, record: dict) -> None:
+        if self.file is None:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            step = record["step"]
+            self.tb.add_scalar("loss/train", record["loss"], step)
+            if record.get("dev_loss") is not None:
+                self.tb.add_scalar("loss/dev", record["dev_loss"], step)
+            if record.get("learning_rate") is not None:
+                self.tb.add_scalar("learning_rate", record["learning_rate"], step)
+            self.tb.add_scalar("steps_per_second", record["steps_per_second"], step)
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
