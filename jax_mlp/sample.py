@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import sys
 from functools import partial
 
 import jax
@@ -21,9 +22,13 @@ import os
 POOL = int(os.environ.get('POOL', 1024))  # names in flight at once
 
 
-@partial(jax.jit, static_argnames=("num", "block_size", "max_len"))
-def sample_tokens(params, key, temperature, *, num: int, block_size: int, max_len: int) -> jax.Array:
+@partial(jax.jit, static_argnames=("num", "block_size", "max_len", "top_k", "prefix"))
+def sample_tokens(params, key, temperature, *, num: int, block_size: int, max_len: int, top_k: int = 0,
+                  prefix: tuple[int, ...] = ()) -> jax.Array:
     """Token ids (num, max_len): row r is name r, then 0s from its closing '.' on.
+
+    top_k > 0 samples only among the k likeliest characters; every name starts with
+    the ids in `prefix` (already written in its row) and continues from there.
 
     A pool of min(num, POOL) names is generated in parallel, one character per step
     for all of them; a slot whose name has ended starts the next name at once. Names
@@ -32,12 +37,18 @@ def sample_tokens(params, key, temperature, *, num: int, block_size: int, max_le
     """
     V = params["C"].shape[0]
     pool = min(num, POOL)
+    first_ctx = jnp.asarray(((0,) * block_size + prefix)[-block_size:], jnp.int32)
+    first_pos = len(prefix)
 
     def cond(carry):
         return carry["finished"] < num
 
     def body(c):
-        probs = jax.nn.softmax(forward(params, c["ctx"]) / temperature, axis=-1)
+        logits = forward(params, c["ctx"]) / temperature
+        if top_k:
+            kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+            logits = jnp.where(logits < kth, -jnp.inf, logits)
+        probs = jax.nn.softmax(logits, axis=-1)
         # Inverse-CDF sampling, as torch.multinomial: one uniform per name, not one per symbol.
         u = jax.random.uniform(jax.random.fold_in(key, c["i"]), (pool, 1))
         ix = jnp.minimum(jnp.sum(jnp.cumsum(probs, axis=-1) < u, axis=-1), V - 1).astype(jnp.int32)
@@ -49,18 +60,18 @@ def sample_tokens(params, key, temperature, *, num: int, block_size: int, max_le
             "i": c["i"] + 1,
             "out": out,
             "name": jnp.where(ended, jnp.minimum(new_name, num), c["name"]),
-            "pos": jnp.where(ended, 0, c["pos"] + 1),
-            "ctx": jnp.where(ended[:, None], 0, jnp.concatenate([c["ctx"][:, 1:], ix[:, None]], axis=1)),
+            "pos": jnp.where(ended, first_pos, c["pos"] + 1),
+            "ctx": jnp.where(ended[:, None], first_ctx, jnp.concatenate([c["ctx"][:, 1:], ix[:, None]], axis=1)),
             "next": c["next"] + jnp.sum(ended),
             "finished": c["finished"] + jnp.sum(ended),
         }
 
     start = {
         "i": jnp.int32(0),
-        "out": jnp.zeros((num, max_len), jnp.int32),
+        "out": jnp.zeros((num, max_len), jnp.int32).at[:, :first_pos].set(jnp.asarray(prefix, jnp.int32)),
         "name": jnp.arange(pool, dtype=jnp.int32),
-        "pos": jnp.zeros((pool,), jnp.int32),
-        "ctx": jnp.zeros((pool, block_size), jnp.int32),
+        "pos": jnp.full((pool,), first_pos, jnp.int32),
+        "ctx": jnp.broadcast_to(first_ctx, (pool, block_size)),
         "next": jnp.int32(pool),
         "finished": jnp.int32(0),
     }
@@ -79,13 +90,29 @@ def decode_rows(tokens: np.ndarray, vocab: Vocab) -> list[str]:
     return np.ascontiguousarray(chars).view(f"<U{tokens.shape[1]}").ravel().tolist()
 
 
-def sample_names(params, vocab: Vocab, block_size: int, num: int, key: jax.Array,
-                 max_len: int = 32, temperature: float = 1.0) -> list[str]:
-    """`num` names sampled from the model; the same key gives the same names."""
+def sample_names(params, vocab: Vocab, block_size: int, num: int, key: jax.Array, max_len: int = 32,
+                 temperature: float = 1.0, top_k: int = 0, prefix: str = "", unique: bool = False,
+                 max_rounds: int = 20) -> list[str]:
+    """`num` names sampled from the model; the same key gives the same names.
+
+    With `unique`, draws more rounds until `num` different names are found (or
+    max_rounds pass: then fewer are returned).
+    """
     if num == 0:
         return []
-    tokens = sample_tokens(params, key, jnp.float32(temperature), num=num, block_size=block_size, max_len=max_len)
-    return decode_rows(jax.device_get(tokens), vocab)
+    ids = tuple(vocab.encode(prefix))
+    draw = lambda k, n: decode_rows(jax.device_get(sample_tokens(
+        params, k, jnp.float32(temperature), num=n, block_size=block_size, max_len=max(max_len, len(ids) + 2),
+        top_k=min(top_k, len(vocab)), prefix=ids)), vocab)
+    if not unique:
+        return draw(key, num)
+    names: dict[str, None] = {}
+    for r in range(max_rounds):
+        for name in draw(jax.random.fold_in(key, r), max(num, 64)):
+            names.setdefault(name, None)
+        if len(names) >= num:
+            break
+    return list(names)[:num]
 
 
 @cli_entry
@@ -96,6 +123,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same names (default %(default)s)")
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="divide the logits by T: < 1 safer, > 1 wilder (default %(default)s)")
+    parser.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest characters; 0 = all")
+    parser.add_argument("--prefix", default="", help="every name starts with this text")
+    parser.add_argument("--unique", action="store_true", help="print n different names")
     args = parser.parse_args(argv)
     if args.num < 1:
         raise UserError(f"-n must be >= 1, got {args.num}")
@@ -103,11 +133,24 @@ def main(argv=None):
         raise UserError(f"--temperature must be > 0, got {args.temperature}")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if args.top_k < 0:
+        raise UserError(f"--top-k must be >= 1 (or 0 for all characters), got {args.top_k}")
     ckpt = checkpoint.load(args.run)
+    unknown = sorted(set(args.prefix) - set(ckpt.vocab.itos[1:]))
+    if unknown:
+        raise UserError(f"--prefix {args.prefix!r} has characters the model never saw: {''.join(unknown)!r} "
+                        f"(its vocabulary: {''.join(ckpt.vocab.itos[1:])})")
     params = {k: jnp.asarray(v) for k, v in ckpt.params.items()}
-    names = sample_names(params, ckpt.vocab, ckpt.config.data.block_size, args.num,
-                         jax.random.key(args.seed), ckpt.max_len, args.temperature)
-    print("\n".join(names))
+    names = sample_names(params, ckpt.vocab, ckpt.config.data.block_size, args.num, jax.random.key(args.seed),
+                         ckpt.max_len, args.temperature, args.top_k, args.prefix, args.unique)
+    print("\n".join(names), flush=True)
+    if args.unique and len(names) < args.num:
+        print(f"note: only {len(names)} different names found", file=sys.stderr)
+    train_words = ckpt.extra.get("train_words")
+    if train_words is not None:
+        seen = set(train_words)
+        new = sum(n not in seen for n in names)
+        print(f"{new} of {len(names)} names are new (not among the {len(seen):,} distinct training words)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -326,7 +326,7 @@ def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
     compile_seconds = time.perf_counter() - t0
 
     def save_checkpoint(state: TrainState, best: float | None) -> float | None:
-        extra = {"data_fingerprint": fingerprint}
+        extra = {"data_fingerprint": fingerprint, "train_words": ds.words["train"]}
         checkpoint.save_rolling(out, cfg.train.keep_checkpoints, state.params, state.opt_state, int(state.step),
                                 state.key, ds.vocab, cfg, max_len, extra=extra)
         dev = evaluate(state.params, ds.X["dev"], ds.Y["dev"])
