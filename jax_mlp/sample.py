@@ -123,7 +123,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="sampling seed; same seed, same names (default %(default)s)")
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="divide the logits by T: < 1 safer, > 1 wilder (default %(default)s)")
-    parser.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest characters; 0 = all")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest characters only")
     parser.add_argument("--prefix", default="", help="every name starts with this text")
     parser.add_argument("--unique", action="store_true", help="print n different names")
     args = parser.parse_args(argv)
@@ -133,8 +133,8 @@ def main(argv=None):
         raise UserError(f"--temperature must be > 0, got {args.temperature}")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
-    if args.top_k < 0:
-        raise UserError(f"--top-k must be >= 1 (or 0 for all characters), got {args.top_k}")
+    if args.top_k is not None and args.top_k < 1:
+        raise UserError(f"--top-k must be >= 1, got {args.top_k}")
     ckpt = checkpoint.load(args.run)
     unknown = sorted(set(args.prefix) - set(ckpt.vocab.itos[1:]))
     if unknown:
@@ -142,7 +142,7 @@ def main(argv=None):
                         f"(its vocabulary: {''.join(ckpt.vocab.itos[1:])})")
     params = {k: jnp.asarray(v) for k, v in ckpt.params.items()}
     names = sample_names(params, ckpt.vocab, ckpt.config.data.block_size, args.num, jax.random.key(args.seed),
-                         ckpt.max_len, args.temperature, args.top_k, args.prefix, args.unique)
+                         ckpt.max_len, args.temperature, args.top_k or 0, args.prefix, args.unique)
     print("\n".join(names), flush=True)
     if args.unique and len(names) < args.num:
         print(f"note: only {len(names)} different names found", file=sys.stderr)

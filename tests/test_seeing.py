@@ -113,6 +113,7 @@ def test_prefix_top_k_unique_and_novelty(run_dir, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--prefix", "j4"], "--prefix 'j4' has characters the model never saw: '4'"),
     (["--top-k", "-1"], "--top-k must be >= 1"),
+    (["--top-k", "0"], "--top-k must be >= 1"),
     (["--temperature", "-2"], "--temperature must be > 0"),
 ])
 def test_sample_option_errors(run_dir, args, message, capsys):
