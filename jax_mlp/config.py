@@ -42,6 +42,7 @@ class ModelConfig:
     n_embd: int = _f(10, "embedding size of each character (columns of C)")
     n_hidden: int = _f(200, "units in the tanh hidden layer")
     init: str = _f("lecture", "'lecture' (all N(0,1), as torch.randn) or 'kaiming' (lecture part 3)")
+    compute_dtype: str = _f("float32", "matmul precision: float32, or bfloat16 (params and optimizer stay float32)")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,12 @@ class TrainConfig:
     checkpoint_every: int = _f(50000, "steps between checkpoints (one is always written at the end); 0 = end only")
     keep_checkpoints: int = _f(3, "newest step checkpoints kept, besides the best by dev loss")
     num_samples: int = _f(20, "names to sample and print at the end")
+    device: str = _f("", "platform to run on: cpu, gpu or tpu; empty = JAX's default")
+    num_devices: int = _f(0, "devices to shard each batch over (data parallel); 0 = all of the platform's")
+    distributed: bool = _f(False, "call jax.distributed.initialize (multi-host); the fields below or the environment")
+    coordinator_address: str = _f("", "host:port of process 0, for distributed; empty = detect (Slurm, TPU pods)")
+    num_processes: int = _f(0, "processes in a distributed run; 0 = detect")
+    process_id: int = _f(-1, "this process's index in a distributed run; -1 = detect")
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,8 @@ _SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "optimizer": Optimiz
 SECTION_NAMES = tuple(_SECTION_TYPES)
 KWARG_SECTIONS = ("optimizer", "schedule")
 INITS = ("lecture", "kaiming")
+DTYPES = ("float32", "bfloat16")
+PLATFORMS = ("", "cpu", "gpu", "tpu")
 
 
 def section_fields(section: str) -> dict[str, dataclasses.Field]:
@@ -180,6 +189,12 @@ def _check_ranges(cfg: Config) -> None:
             raise UserError(f"{key} must be >= {low}, got {value}")
     if cfg.train.seed >= 2**32:  # jax.random.key keeps only 32 bits without x64
         raise UserError(f"train.seed must be < 2**32 = 4294967296, got {cfg.train.seed}")
+    if cfg.model.compute_dtype not in DTYPES:
+        raise UserError(f"model.compute_dtype must be one of {', '.join(DTYPES)}, got {cfg.model.compute_dtype!r}")
+    if cfg.train.device not in PLATFORMS:
+        raise UserError(f"train.device must be cpu, gpu, tpu or empty (JAX's default), got {cfg.train.device!r}")
+    if cfg.train.num_devices < 0:
+        raise UserError(f"train.num_devices must be >= 0 (0 = all), got {cfg.train.num_devices}")
     if cfg.model.init not in INITS:
         raise UserError(f"model.init must be one of {', '.join(INITS)}, got {cfg.model.init!r}")
     for key in ("clip_global_norm", "weight_decay"):

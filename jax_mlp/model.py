@@ -43,7 +43,14 @@ def num_params(params: Params) -> int:
 _ALIGN = 16  # pad matmul inner/outer dims of 27 and 30 up to 32: XLA's CPU kernels run them faster
 
 
-def _padded_logits(params: Params, X: jax.Array) -> jax.Array:
+def _matmul(a: jax.Array, b: jax.Array, compute_dtype: str) -> jax.Array:
+    """a @ b in compute_dtype (bfloat16 on accelerators), accumulated and returned in float32."""
+    if compute_dtype == "float32":
+        return a @ b
+    return jnp.matmul(a.astype(compute_dtype), b.astype(compute_dtype), preferred_element_type=jnp.float32)
+
+
+def _padded_logits(params: Params, X: jax.Array, compute_dtype: str = "float32") -> jax.Array:
     """Logits (N, V rounded up to 16); the padding columns are -1e30, so softmax gives them 0.
 
     The embedding width and the vocabulary are padded with zeros to a multiple of 16.
@@ -54,8 +61,9 @@ def _padded_logits(params: Params, X: jax.Array) -> jax.Array:
     emb = params["C"].at[X].get(mode="promise_in_bounds").reshape(X.shape[0], -1)
     pad_in, pad_v = -emb.shape[1] % _ALIGN, -V % _ALIGN
     emb = jnp.pad(emb, ((0, 0), (0, pad_in)))
-    h = jnp.tanh(emb @ jnp.pad(params["W1"], ((0, pad_in), (0, 0))) + params["b1"])
-    return h @ jnp.pad(params["W2"], ((0, 0), (0, pad_v))) + jnp.pad(params["b2"], (0, pad_v), constant_values=-1e30)
+    h = jnp.tanh(_matmul(emb, jnp.pad(params["W1"], ((0, pad_in), (0, 0))), compute_dtype) + params["b1"])
+    return (_matmul(h, jnp.pad(params["W2"], ((0, 0), (0, pad_v))), compute_dtype)
+            + jnp.pad(params["b2"], (0, pad_v), constant_values=-1e30))
 
 
 def forward(params: Params, X: jax.Array) -> jax.Array:
@@ -64,14 +72,14 @@ def forward(params: Params, X: jax.Array) -> jax.Array:
     return jnp.tanh(emb @ params["W1"] + params["b1"]) @ params["W2"] + params["b2"]
 
 
-def loss_fn(params: Params, X: jax.Array, Y: jax.Array) -> jax.Array:
-    """Mean cross-entropy of the logits against the next characters Y."""
-    return per_example_loss(params, X, Y).mean()
+def loss_fn(params: Params, X: jax.Array, Y: jax.Array, compute_dtype: str = "float32") -> jax.Array:
+    """Mean cross-entropy of the logits against the next characters Y (matmuls in compute_dtype)."""
+    return per_example_loss(params, X, Y, compute_dtype).mean()
 
 
-def per_example_loss(params: Params, X: jax.Array, Y: jax.Array) -> jax.Array:
+def per_example_loss(params: Params, X: jax.Array, Y: jax.Array, compute_dtype: str = "float32") -> jax.Array:
     """Cross-entropy of each example (N,)."""
-    return cross_entropy(_padded_logits(params, X), Y)
+    return cross_entropy(_padded_logits(params, X, compute_dtype), Y)
 
 
 def cross_entropy(logits: jax.Array, Y: jax.Array) -> jax.Array:

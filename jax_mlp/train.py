@@ -30,6 +30,7 @@ from jax_mlp.config import Config
 from jax_mlp.data import Dataset, loss_floor, make_dataset, read_words
 from jax_mlp.errors import ArgumentParser, UserError, cli_entry
 from jax_mlp.model import forward, init_params, loss_fn, num_params, per_example_loss
+from jax_mlp.devices import Placement, init_distributed, is_main_process, select_devices, to_host
 from jax_mlp.progress import MetricsWriter, Progress
 from jax_mlp.optim import SCHEDULES, build_optimizer, check_optimizer, learning_rate_fn, optimizer_names
 from jax_mlp.sample import sample_names
@@ -64,11 +65,12 @@ def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation) -
     return jax.jit(make_init(cfg, vocab_size, lambda _: tx))(jax.random.key(cfg.train.seed))
 
 
-def make_train_step(tx: optax.GradientTransformation) -> Callable:
+def make_train_step(tx: optax.GradientTransformation, compute_dtype: str = "float32") -> Callable:
     """The update `(state, (X, Y)) -> (state, metrics)`: value_and_grad, then optax, no mutation."""
+    loss_fn_ = partial(loss_fn, compute_dtype=compute_dtype)
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, *batch)
+        loss, grads = jax.value_and_grad(loss_fn_)(state.params, *batch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return state._replace(params=params, opt_state=opt_state, step=state.step + 1), {"loss": loss}
@@ -79,7 +81,8 @@ def make_train_step(tx: optax.GradientTransformation) -> Callable:
 BATCH_BLOCK = 256  # steps whose minibatches are drawn and gathered in one go
 
 
-def make_steps(make_tx: Callable, batch_size: int, full_batch: bool) -> Callable:
+def make_steps(make_tx: Callable, batch_size: int, full_batch: bool, compute_dtype: str = "float32",
+               batch_sharding=None) -> Callable:
     """A pure `(state, hparams, X, Y, num_steps) -> (state, loss_sum)` that runs num_steps updates.
 
     make_tx(hparams) gives the optax transformation, so hyperparameters can be traced
@@ -88,11 +91,13 @@ def make_steps(make_tx: Callable, batch_size: int, full_batch: bool) -> Callable
     instead of many small ones: the bench measured ~25% more steps/s); step s uses row
     s % BATCH_BLOCK of block s // BATCH_BLOCK, drawn from fold_in(key, block). So the
     data a step sees depends only on the seed and the step number, not on where the
-    chunks begin and end.
+    chunks begin and end. With `batch_sharding` (data parallelism), each block of
+    minibatches is laid out across the devices along the batch axis; XLA then computes
+    each device's share and sums the gradients across devices.
     """
 
     def full_batch_steps(state, hparams, X, Y, num_steps):
-        train_step = make_train_step(make_tx(hparams))
+        train_step = make_train_step(make_tx(hparams), compute_dtype)
 
         def one_step(_, carry):
             state, loss_sum = carry
@@ -102,7 +107,7 @@ def make_steps(make_tx: Callable, batch_size: int, full_batch: bool) -> Callable
         return jax.lax.fori_loop(0, num_steps, one_step, (state, jnp.float32(0)))
 
     def minibatch_steps(state, hparams, X, Y, num_steps):
-        train_step = make_train_step(make_tx(hparams))
+        train_step = make_train_step(make_tx(hparams), compute_dtype)
         end = state.step + num_steps
 
         def block(carry):
@@ -110,6 +115,9 @@ def make_steps(make_tx: Callable, batch_size: int, full_batch: bool) -> Callable
             b = state.step // BATCH_BLOCK
             ix = jax.random.randint(jax.random.fold_in(state.key, b), (BATCH_BLOCK, batch_size), 0, X.shape[0])
             Xb, Yb = X.at[ix].get(mode="promise_in_bounds"), Y.at[ix].get(mode="promise_in_bounds")
+            if batch_sharding is not None:
+                Xb = jax.lax.with_sharding_constraint(Xb, batch_sharding)
+                Yb = jax.lax.with_sharding_constraint(Yb, batch_sharding)
             stop = jnp.minimum(end, (b + 1) * BATCH_BLOCK)
 
             def one_step(carry):
@@ -125,12 +133,13 @@ def make_steps(make_tx: Callable, batch_size: int, full_batch: bool) -> Callable
     return full_batch_steps if full_batch else minibatch_steps
 
 
-def make_run_steps(tx: optax.GradientTransformation, batch_size: int, full_batch: bool) -> Callable:
+def make_run_steps(tx: optax.GradientTransformation, batch_size: int, full_batch: bool,
+                   compute_dtype: str = "float32", batch_sharding=None) -> Callable:
     """A jitted `(state, X, Y, num_steps) -> (state, loss_sum)` that runs num_steps updates on the device.
 
     num_steps is traced, so every chunk length shares one compiled program.
     """
-    steps = make_steps(lambda _: tx, batch_size, full_batch)
+    steps = make_steps(lambda _: tx, batch_size, full_batch, compute_dtype, batch_sharding)
     return jax.jit(lambda state, X, Y, num_steps: steps(state, None, X, Y, num_steps), donate_argnums=0)
 
 
@@ -210,7 +219,9 @@ class Diverged(Exception):
 
 # Fields a resumed run may change: none of them changes what the run computes.
 RESUMABLE = {"train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
-             "train.keep_checkpoints", "train.num_samples", "train.out_dir", "data.path"}
+             "train.keep_checkpoints", "train.num_samples", "train.out_dir", "data.path", "train.device",
+             "train.num_devices", "train.distributed", "train.coordinator_address", "train.num_processes",
+             "train.process_id"}
 
 MAX_CHUNK = 2000  # steps between host syncs at most, so signals are answered within ~0.1 s
 
@@ -274,6 +285,16 @@ def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
     SIGINT/SIGTERM end the current chunk, write a checkpoint and raise Interrupted.
     `progress` is "bar" (a tqdm bar between chunks) or "none"; log lines go to `log`.
     """
+    devices = select_devices(cfg.train.device, cfg.train.num_devices)
+    place = Placement.make(devices, cfg.train.batch_size, cfg.train.full_batch)
+    if not is_main_process():  # only process 0 prints and writes files
+        out_dir, progress, log = None, "none", (lambda _: None)
+    with jax.default_device(place.local_device):
+        return _train_and_evaluate(cfg, out_dir, tx=tx, overwrite=overwrite, resume=resume,
+                                   handle_signals=handle_signals, progress=progress, log=log, place=place)
+
+
+def _train_and_evaluate(cfg, out_dir, *, tx, overwrite, resume, handle_signals, progress, log, place) -> Run:
     t_start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else None
     ckpt = None
@@ -302,9 +323,10 @@ def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
     check_optimizer(tx, state.params, opt_name)
     if ckpt is not None:
         state = _restore(ckpt, state)
-    start_step = int(state.step)
+    state = place.replicate(state)
+    start_step = int(to_host(state.step))
     n_params = num_params(state.params)
-    devices = jax.devices()
+    devices = place.devices
     sizes = ds.sizes()
     longest = max(len(w) for ws in ds.words.values() for w in ws)
     max_len = max(32, 2 * longest)
@@ -312,24 +334,29 @@ def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
         f"vocab {len(ds.vocab)}, examples train/dev/test {sizes['train']}/{sizes['dev']}/{sizes['test']}")
     log(f"model: {n_params} params; {opt_name}; {cfg.train.steps} steps of "
         f"{'full batch' if cfg.train.full_batch else f'batch {cfg.train.batch_size}'} "
-        f"on {devices[0].platform} ({len(devices)} device{'s' if len(devices) > 1 else ''})"
+        f"on {devices[0].platform} ({len(devices)} device{'s' if len(devices) > 1 else ''}"
+        f"{', data parallel' if place.mesh is not None else ''}"
+        f"{f', {jax.process_count()} processes' if jax.process_count() > 1 else ''})"
         + (f"; resuming at step {start_step}" if ckpt is not None else ""))
 
-    X_train, Y_train = jax.device_put(ds.X["train"]), jax.device_put(ds.Y["train"])
-    initial_loss = evaluate(state.params, ds.X["train"], ds.Y["train"])
-    initial_dev_loss = evaluate(state.params, ds.X["dev"], ds.Y["dev"])
+    X_train, Y_train = place.replicate(ds.X["train"]), place.replicate(ds.Y["train"])
+    local = lambda params: jax.device_put(jax.tree.map(to_host, params), place.local_device)
+    initial_loss = evaluate(local(state.params), ds.X["train"], ds.Y["train"])
+    initial_dev_loss = evaluate(local(state.params), ds.X["dev"], ds.Y["dev"])
     width = len(str(cfg.train.steps))
     log(f"step {start_step:>{width}}/{cfg.train.steps} | loss {initial_loss:.4f} (whole train split)")
-    run_steps = make_run_steps(tx, cfg.train.batch_size, cfg.train.full_batch)
+    run_steps = make_run_steps(tx, cfg.train.batch_size, cfg.train.full_batch, cfg.model.compute_dtype,
+                               place.batch_sharding)
     t0 = time.perf_counter()
     compiled = run_steps.lower(state, X_train, Y_train, 0).compile()
     compile_seconds = time.perf_counter() - t0
 
     def save_checkpoint(state: TrainState, best: float | None) -> float | None:
         extra = {"data_fingerprint": fingerprint, "train_words": ds.words["train"]}
+        state = jax.tree.map(to_host, state)
         checkpoint.save_rolling(out, cfg.train.keep_checkpoints, state.params, state.opt_state, int(state.step),
                                 state.key, ds.vocab, cfg, max_len, extra=extra)
-        dev = evaluate(state.params, ds.X["dev"], ds.Y["dev"])
+        dev = evaluate(local(state.params), ds.X["dev"], ds.Y["dev"])
         if dev is not None and (best is None or dev < best):
             checkpoint.save(out / checkpoint.CHECKPOINTS / checkpoint.BEST, state.params, state.opt_state,
                             int(state.step), state.key, ds.vocab, cfg, max_len, extra=extra | {"dev_loss": dev})
@@ -379,7 +406,7 @@ def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
                               "steps_per_second": (point - start_step) / train_seconds,
                               "elapsed_seconds": time.perf_counter() - t_start}
                     if evaluated:
-                        record["dev_loss"] = evaluate(state.params, ds.X["dev"], ds.Y["dev"])
+                        record["dev_loss"] = evaluate(local(state.params), ds.X["dev"], ds.Y["dev"])
                     lr = "" if record["learning_rate"] is None else f" | lr {record['learning_rate']:.4g}"
                     dev = "" if record.get("dev_loss") is None else f" | dev {record['dev_loss']:.4f}"
                     (bar.log if progress == "bar" else log)(
@@ -395,7 +422,8 @@ def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
         bar.close()
         metrics.close()
 
-    losses = {f"{s}_loss": evaluate(state.params, ds.X[s], ds.Y[s]) for s in ("train", "dev", "test")}
+    final_params = local(state.params)
+    losses = {f"{s}_loss": evaluate(final_params, ds.X[s], ds.Y[s]) for s in ("train", "dev", "test")}
     summary = {
         **losses,
         "initial_train_loss": initial_loss,
@@ -407,6 +435,8 @@ def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
         "vocab_size": len(ds.vocab),
         "platform": devices[0].platform,
         "devices": [str(d) for d in devices],
+        "processes": jax.process_count(),
+        "compute_dtype": cfg.model.compute_dtype,
         "compile_seconds": compile_seconds,
         "train_seconds": train_seconds,
         "steps_per_second": (cfg.train.steps - start_step) / train_seconds if train_seconds > 0 else None,
@@ -414,12 +444,12 @@ def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
     }
     if cfg.data.first_n:
         summary["loss_floor"] = loss_floor(ds.X["train"], ds.Y["train"])
-    if out is not None and int(state.step) != last_saved:
+    if out is not None and int(to_host(state.step)) != last_saved:
         save_checkpoint(state, best)
     summary["wall_seconds"] = time.perf_counter() - t_start
     if out is not None:
         _write_json(out / "summary.json", summary)
-    return Run(state, ds, summary | {"max_len": max_len})
+    return Run(state._replace(params=final_params), ds, summary | {"max_len": max_len})
 
 
 def overfit_report(params, ds: Dataset) -> str:
@@ -510,6 +540,7 @@ def main(argv=None):
         print("schedules ([schedule] name): none,", ", ".join(SCHEDULES))
         print("transforms ([transforms]):", ", ".join(config_lib.section_fields("transforms")))
         return
+    init_distributed(config_lib.load_config(config_path, overrides).train)
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite contradict each other; give one")
     if args.resume:
