@@ -567,6 +567,8 @@ def main(argv=None):
     except Diverged as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(3) from None
+    if not is_main_process():
+        return
     s = run.summary
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"
     print(f"train {fmt(s['train_loss'])} | dev {fmt(s['dev_loss'])} | test {fmt(s['test_loss'])} "
