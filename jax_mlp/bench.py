@@ -181,6 +181,46 @@ def bench_sweep(cfg: Config, ds, members: int, steps: int, repeats: int) -> floa
     return _median_rate(go, steps, repeats)[0]
 
 
+_DEVICE_PROBE = """
+import json, sys, time
+import jax
+from jax_mlp.config import Config
+from jax_mlp.data import make_dataset, read_words
+from jax_mlp.devices import Placement
+from jax_mlp.optim import build_optimizer
+from jax_mlp.train import init_state, make_run_steps
+path, batch, steps = (sys.argv[1] or None), int(sys.argv[2]), int(sys.argv[3])
+cfg = Config()
+ds = make_dataset(read_words(path), 3)
+tx, _ = build_optimizer(cfg.optimizer, cfg.schedule)
+place = Placement.make(jax.devices(), batch, False)
+state = place.replicate(init_state(cfg, len(ds.vocab), tx))
+X, Y = place.replicate(ds.X["train"]), place.replicate(ds.Y["train"])
+run = make_run_steps(tx, batch, False, batch_sharding=place.batch_sharding).lower(state, X, Y, 0).compile()
+state, loss = run(state, X, Y, steps); float(loss)
+rates = []
+for _ in range(3):
+    t = time.perf_counter(); state, loss = run(state, X, Y, steps); float(loss)
+    rates.append(steps * batch / (time.perf_counter() - t))
+print(json.dumps(sorted(rates)[1]))
+"""
+
+
+def bench_device_counts(data, counts: list[int], batch: int, steps: int) -> dict:
+    """examples/s of the data-parallel path on n simulated CPU devices (a correctness check on CPU:
+    simulated devices share the same cores), each count in its own process."""
+    import subprocess
+    import sys
+
+    out = {}
+    for n in counts:
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
+        proc = subprocess.run([sys.executable, "-c", _DEVICE_PROBE, str(data or ""), str(batch), str(steps)],
+                              env=env, capture_output=True, text=True, timeout=600)
+        out[str(n)] = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+    return out
+
+
 def python_loop_sample(params: dict, block_size: int, num: int, seed: int = 0) -> list[int]:
     """The lecture's sampler in numpy, for machines without torch: one forward per character."""
     p = {k: np.asarray(v) for k, v in params.items()}
@@ -240,6 +280,13 @@ def run_bench(data: str | Path | None, quick: bool) -> dict:
                              "examples_per_second": ours_big["steps_per_second"] * 2048,
                              "gflops": ours_big["steps_per_second"] * fps_big / 1e9,
                              "roofline_fraction": ours_big["steps_per_second"] * fps_big / 1e9 / peak}
+    batch_sizes = [32, 256] if quick else [32, 128, 512, 2048]
+    results["examples_per_second_by_batch"] = {
+        str(b): bench_jax_mlp(Config(train=type(cfg.train)(batch_size=b)), ds,
+                              max(10, (steps * 32) // b // (4 if quick else 2)), repeats)["steps_per_second"] * b
+        for b in batch_sizes}
+    results["examples_per_second_by_simulated_devices"] = bench_device_counts(
+        data, [1, 2] if quick else [1, 2, 4, 8], 256, 50 if quick else 400)
     results["matmul_peak_gflops"] = peak
     results["flops_per_step"] = fps
     results["roofline_fraction"] = ours["steps_per_second"] * fps / 1e9 / peak
@@ -329,6 +376,10 @@ def format_table(r: dict) -> str:
         f"{r['sample_names_per_second']['python_loop_kind']} loop "
         f"({ratio(r['sample_names_per_second']['jax_mlp'], r['sample_names_per_second']['python_loop'])})",
         f"evaluation: {fmt(r['eval_examples_per_second'])} examples/s (loss over the whole train split)",
+        "examples/s by batch size: " + ", ".join(f"{b}: {fmt(v)}" for b, v in r["examples_per_second_by_batch"].items()),
+        "examples/s by simulated CPU devices (batch 256; the devices share 2 cores, so this checks the "
+        "data-parallel path, not its speed): "
+        + ", ".join(f"{n}: {fmt(v)}" for n, v in r["examples_per_second_by_simulated_devices"].items()),
         "memory (RSS MB): " + ", ".join(f"{k.removeprefix('rss_mb_')} {v:.0f}" for k, v in r["memory"].items())
         + f"; peak {r['peak_rss_mb']:.0f}",
     ]

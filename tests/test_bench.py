@@ -24,6 +24,11 @@ def test_quick_bench_writes_complete_json(tmp_path, names_path):
     assert positive(r["eval_examples_per_second"]) and positive(r["peak_rss_mb"])
     assert r["num_params"] == 11897 and r["flops_per_step"] == 6 * 32 * (30 * 200 + 200 * 27)
     assert len(r["memory"]) == 2 and all(positive(v) for v in r["memory"].values())
+    assert set(r["examples_per_second_by_batch"]) == {"32", "256"}
+    assert all(positive(v) for v in r["examples_per_second_by_batch"].values())
+    assert set(r["examples_per_second_by_simulated_devices"]) == {"1", "2"}
+    assert all(positive(v) for v in r["examples_per_second_by_simulated_devices"].values())
+    assert positive(r["sweep"]["examples_per_second"]) and r["sweep"]["members"] == 16
     assert "jax_mlp is" in proc.stdout and "steps/s" in proc.stdout
 
 
