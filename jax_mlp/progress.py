@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 
@@ -54,6 +55,11 @@ class MetricsWriter:
                     if line.strip() and json.loads(line).get("step", 0) <= keep_until]
         self.file = open(path, "w")
         self.file.writelines(line + "\n" for line in kept)
+        # tensorboardX takes ~1.5 s to import: do it beside compilation, not before it.
+        self._tb_ready = threading.Thread(target=self._open_tb, args=(out_dir, keep_until), daemon=True)
+        self._tb_ready.start()
+
+    def _open_tb(self, out_dir: Path, keep_until: int | None) -> None:
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
@@ -65,6 +71,7 @@ class MetricsWriter:
             return
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
+        self._tb_ready.join()
         if self.tb is not None:
             step = record["step"]
             self.tb.add_scalar("loss/train", record["loss"], step)
@@ -78,5 +85,6 @@ class MetricsWriter:
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+            self._tb_ready.join()
         if self.tb is not None:
             self.tb.close()
