@@ -9,8 +9,10 @@ its mean loss over all of names.txt is 2.454.
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
+
 import jax.numpy as jnp
+import numpy as np
 
 from jax_mlp import checkpoint
 from jax_mlp.data import Vocab, build_examples, make_dataset, read_words
@@ -43,8 +45,6 @@ def _check_vocab(words: list[str], vocab: Vocab, source: str) -> None:
 
 def evaluate_run(run: str, data_path: str | None = None, best: bool = False) -> dict:
     """Model and bigram losses per split (the run's own data) or on `data_path` as one set."""
-    from pathlib import Path
-
     source = Path(run) / checkpoint.CHECKPOINTS / checkpoint.BEST if best else run
     ckpt = checkpoint.load(source)
     cfg = ckpt.config
