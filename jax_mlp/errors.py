@@ -21,6 +21,9 @@ def cli_entry(main):
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+        except KeyboardInterrupt:  # Ctrl-C outside a training loop (which checkpoints first)
+            print("interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
 
     return wrapper
 
