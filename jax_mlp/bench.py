@@ -25,7 +25,7 @@ import optax
 from jax_mlp.config import Config
 from jax_mlp.data import make_dataset, read_words
 from jax_mlp.errors import ArgumentParser, UserError, cli_entry
-from jax_mlp.model import init_params, loss_fn, num_params
+from jax_mlp.model import num_params
 from jax_mlp.optim import build_optimizer
 from jax_mlp.sample import sample_names
 from jax_mlp.train import evaluate, init_state, make_run_steps, make_train_step

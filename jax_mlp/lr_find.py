@@ -10,7 +10,6 @@ matplotlib installed, lr_find.png (loss against log10 lr), and prints a suggesti
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 from pathlib import Path
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
-import json
 import time
 from pathlib import Path
 

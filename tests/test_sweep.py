@@ -8,8 +8,6 @@ import pytest
 
 from jax_mlp import checkpoint
 from jax_mlp import sweep as sweep_cli
-from jax_mlp.config import load_config
-from jax_mlp.errors import UserError
 from jax_mlp.sweep import expand, parse_sweeps, program_key, run_sweep
 from jax_mlp.train import train_and_evaluate
 from conftest import ROOT, run_module
