@@ -42,10 +42,11 @@ class Checkpoint:
     max_len: int
     extra: dict
     path: Path
+    model_state: dict
 
 
 def save(path: str | Path, params, opt_state, step: int, key: jax.Array, vocab: Vocab,
-         cfg: config_lib.Config, max_len: int, extra: dict | None = None) -> None:
+         cfg: config_lib.Config, max_len: int, extra: dict | None = None, model_state: dict | None = None) -> None:
     """Write one checkpoint file atomically."""
     path = Path(path)
     meta = {"format": 1, "step": int(step), "vocab": list(vocab.itos), "max_len": int(max_len),
@@ -54,6 +55,8 @@ def save(path: str | Path, params, opt_state, step: int, key: jax.Array, vocab: 
     for i, leaf in enumerate(jax.tree_util.tree_leaves(opt_state)):
         arrays[f"opt/{i}"] = np.asarray(leaf)
     arrays["key"] = np.asarray(jax.random.key_data(key))
+    for k, v in (model_state or {}).items():
+        arrays[f"mstate/{k}"] = np.asarray(v)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -123,6 +126,7 @@ def _load_file(path: Path) -> Checkpoint:
             files = {k: z[k] for k in z.files}
         meta = json.loads(files.pop("meta").tobytes().decode("utf-8"))
         params = {k.split("/", 1)[1]: v for k, v in files.items() if k.startswith("params/")}
+        model_state = {k.split("/", 1)[1]: v for k, v in files.items() if k.startswith("mstate/")}
         n_opt = sum(k.startswith("opt/") for k in files)
         opt_leaves = [files[f"opt/{i}"] for i in range(n_opt)]
         key_data = files["key"]
@@ -135,12 +139,13 @@ def _load_file(path: Path) -> Checkpoint:
         cfg = config_lib.from_dict(cfg_dict)
     except UserError as e:
         raise UserError(f"{str(path)!r} holds a config this version cannot read: {e}") from None
-    expected = {"C": (len(vocab), cfg.model.n_embd), "W1": (cfg.data.block_size * cfg.model.n_embd, cfg.model.n_hidden),
-                "b1": (cfg.model.n_hidden,), "W2": (cfg.model.n_hidden, len(vocab)), "b2": (len(vocab),)}
+    from jax_mlp.model import Arch, param_shapes
+
+    expected = param_shapes(len(vocab), cfg.data.block_size, cfg.model.n_embd, cfg.model.n_hidden, Arch.of(cfg.model))
     got = {k: tuple(v.shape) for k, v in params.items()}
     if got != expected:
         bad = next((k for k in expected if got.get(k) != expected[k]), next(iter(got), "?"))
         raise UserError(f"{str(path)!r}: parameter {bad} has shape {got.get(bad)}, but its config "
                         f"(n_embd {cfg.model.n_embd}, n_hidden {cfg.model.n_hidden}, block_size "
                         f"{cfg.data.block_size}, vocab {len(vocab)}) needs {expected.get(bad)}")
-    return Checkpoint(params, opt_leaves, step, key_data, vocab, cfg, max_len, extra, path)
+    return Checkpoint(params, opt_leaves, step, key_data, vocab, cfg, max_len, extra, path, model_state)

@@ -41,7 +41,12 @@ class DataConfig:
 class ModelConfig:
     n_embd: int = _f(10, "embedding size of each character (columns of C)")
     n_hidden: int = _f(200, "units in the tanh hidden layer")
-    init: str = _f("lecture", "'lecture' (all N(0,1), as torch.randn) or 'kaiming' (lecture part 3)")
+    init: str = _f("lecture", "'lecture' (all N(0,1), as torch.randn), 'part3' (lecture part 3's scaled-down "
+                              "init) or 'kaiming' (gain/sqrt(fan_in))")
+    n_layers: int = _f(1, "hidden layers")
+    activation: str = _f("tanh", "hidden activation: tanh, relu or gelu")
+    norm: str = _f("none", "normalisation after each hidden matmul: none, layernorm or batchnorm")
+    dropout: float = _f(0.0, "dropout rate after each hidden layer while training (0 = off; never at eval)")
     compute_dtype: str = _f("float32", "matmul precision: float32, or bfloat16 (params and optimizer stay float32)")
 
 
@@ -104,7 +109,9 @@ _SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "optimizer": Optimiz
                   "schedule": ScheduleConfig, "transforms": TransformsConfig, "train": TrainConfig}
 SECTION_NAMES = tuple(_SECTION_TYPES)
 KWARG_SECTIONS = ("optimizer", "schedule")
-INITS = ("lecture", "kaiming")
+INITS = ("lecture", "part3", "kaiming")
+ACTIVATIONS = ("tanh", "relu", "gelu")
+NORMS = ("none", "layernorm", "batchnorm")
 DTYPES = ("float32", "bfloat16")
 PLATFORMS = ("", "cpu", "gpu", "tpu")
 
@@ -189,6 +196,14 @@ def _check_ranges(cfg: Config) -> None:
             raise UserError(f"{key} must be >= {low}, got {value}")
     if cfg.train.seed >= 2**32:  # jax.random.key keeps only 32 bits without x64
         raise UserError(f"train.seed must be < 2**32 = 4294967296, got {cfg.train.seed}")
+    if cfg.model.n_layers < 1:
+        raise UserError(f"model.n_layers must be >= 1, got {cfg.model.n_layers}")
+    if cfg.model.activation not in ACTIVATIONS:
+        raise UserError(f"model.activation must be one of {', '.join(ACTIVATIONS)}, got {cfg.model.activation!r}")
+    if cfg.model.norm not in NORMS:
+        raise UserError(f"model.norm must be one of {', '.join(NORMS)}, got {cfg.model.norm!r}")
+    if not 0 <= cfg.model.dropout < 1:
+        raise UserError(f"model.dropout must be in [0, 1), got {cfg.model.dropout}")
     if cfg.model.compute_dtype not in DTYPES:
         raise UserError(f"model.compute_dtype must be one of {', '.join(DTYPES)}, got {cfg.model.compute_dtype!r}")
     if cfg.train.device not in PLATFORMS:

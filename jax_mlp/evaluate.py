@@ -17,6 +17,7 @@ import numpy as np
 from jax_mlp import checkpoint
 from jax_mlp.data import Vocab, build_examples, make_dataset, read_words
 from jax_mlp.errors import ArgumentParser, UserError, cli_entry
+from jax_mlp.model import Arch
 from jax_mlp.train import evaluate
 
 
@@ -49,6 +50,7 @@ def evaluate_run(run: str, data_path: str | None = None, best: bool = False) -> 
     ckpt = checkpoint.load(source)
     cfg = ckpt.config
     params = {k: jnp.asarray(v) for k, v in ckpt.params.items()}
+    model_state = {k: jnp.asarray(v) for k, v in ckpt.model_state.items()}
     if data_path:
         words = read_words(data_path)
         _check_vocab(words, ckpt.vocab, f"data file {data_path!r}")
@@ -68,7 +70,8 @@ def evaluate_run(run: str, data_path: str | None = None, best: bool = False) -> 
     for name, ws in splits.items():
         X, Y = build_examples(ws, ckpt.vocab, cfg.data.block_size)
         result["splits"][name] = {"items": len(ws), "examples": int(len(Y)),
-                                  "loss": evaluate(params, X, Y), "bigram_loss": bigram_loss(logp, ws, ckpt.vocab)}
+                                  "loss": evaluate(params, X, Y, arch=Arch.of(cfg.model), model_state=model_state),
+                                  "bigram_loss": bigram_loss(logp, ws, ckpt.vocab)}
     return result
 
 

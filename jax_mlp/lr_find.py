@@ -21,6 +21,7 @@ from jax_mlp import config as config_lib
 from jax_mlp.config import Config, ScheduleConfig
 from jax_mlp.data import make_dataset, read_words
 from jax_mlp.errors import UserError, cli_entry
+from jax_mlp.model import Arch
 from jax_mlp.optim import check_optimizer, make_tx, validate
 from jax_mlp.train import config_parser, init_state, make_steps, parse_config_args
 
@@ -44,7 +45,8 @@ def find(cfg: Config, lr_min: float = 1e-3, lr_max: float = 1.0, steps: int = 10
     state = init_state(cfg, len(ds.vocab), tx)
     check_optimizer(tx, state.params, f"optax.{cfg.optimizer.name}")
     # One step per call of the real training loop, so each loss is that step's minibatch.
-    run = jax.jit(make_steps(lambda _: tx, cfg.train.batch_size, cfg.train.full_batch), donate_argnums=0)
+    run = jax.jit(make_steps(lambda _: tx, cfg.train.batch_size, cfg.train.full_batch, Arch.of(cfg.model)),
+                  donate_argnums=0)
     X, Y = jax.device_put(ds.X["train"]), jax.device_put(ds.Y["train"])
     losses = []
     for _ in range(steps):

@@ -4,35 +4,102 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 
 Params = dict[str, jax.Array]
 
+ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu}
+GAINS = {"tanh": 5 / 3, "relu": 2**0.5, "gelu": 2**0.5}  # Kaiming gains for the init
+NORMS = ("none", "layernorm", "batchnorm")
+INITS = ("lecture", "part3", "kaiming")
+BN_MOMENTUM = 0.001  # running statistics: 0.999 * old + 0.001 * batch, as in lecture part 3
+EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class Arch:
+    """The model's structure beyond its sizes; the default is the lecture's MLP."""
+
+    n_layers: int = 1
+    activation: str = "tanh"
+    norm: str = "none"
+    dropout: float = 0.0
+    compute_dtype: str = "float32"
+
+    @classmethod
+    def of(cls, model_cfg) -> Arch:
+        """The Arch of a ModelConfig."""
+        return cls(model_cfg.n_layers, model_cfg.activation, model_cfg.norm, model_cfg.dropout,
+                   model_cfg.compute_dtype)
+
+    @property
+    def plain(self) -> bool:
+        """The lecture's own model: no normalisation, no dropout, one tanh layer."""
+        return self.n_layers == 1 and self.activation == "tanh" and self.norm == "none" and self.dropout == 0
+
+
+LECTURE = Arch()
+
+
+def param_shapes(vocab_size: int, block_size: int, n_embd: int, n_hidden: int, arch: Arch = LECTURE) -> dict:
+    """Names and shapes of the parameters: C, then W_i, b_i (no b_i before batchnorm), g_i, s_i
+    (gain, shift) per hidden layer, then the output W_{n+1}, b_{n+1}."""
+    shapes = {"C": (vocab_size, n_embd)}
+    fan_in = block_size * n_embd
+    for i in range(1, arch.n_layers + 1):
+        shapes[f"W{i}"] = (fan_in, n_hidden)
+        if arch.norm != "batchnorm":  # batchnorm subtracts the mean: a bias before it does nothing
+            shapes[f"b{i}"] = (n_hidden,)
+        if arch.norm != "none":
+            shapes[f"g{i}"], shapes[f"s{i}"] = (n_hidden,), (n_hidden,)
+        fan_in = n_hidden
+    out = arch.n_layers + 1
+    shapes[f"W{out}"], shapes[f"b{out}"] = (n_hidden, vocab_size), (vocab_size,)
+    return shapes
+
 
 def init_params(key: jax.Array, vocab_size: int, block_size: int, n_embd: int, n_hidden: int,
-                init: str = "lecture") -> Params:
-    """Parameters {C, W1, b1, W2, b2}; 'lecture' draws all from N(0,1), 'kaiming' scales as in part 3."""
-    fan_in = block_size * n_embd
-    shapes = {"C": (vocab_size, n_embd), "W1": (fan_in, n_hidden), "b1": (n_hidden,),
-              "W2": (n_hidden, vocab_size), "b2": (vocab_size,)}
+                init: str = "lecture", arch: Arch = LECTURE) -> Params:
+    """Parameters of `param_shapes`. 'lecture' draws every weight and bias from N(0,1) (torch.randn);
+    'part3' is lecture part 3's first fix (W1 x0.2, b1 x0.01, output W x0.01, output b 0);
+    'kaiming' scales hidden weights by gain/sqrt(fan_in). Norm gains start at 1, shifts at 0."""
+    shapes = param_shapes(vocab_size, block_size, n_embd, n_hidden, arch)
     # One draw for all of them, cut into pieces: a single RNG call compiles in a
     # fraction of the time of five (1.2 s -> 0.2 s on the bench machine).
     sizes = [math.prod(shape) for shape in shapes.values()]
     flat = jax.random.normal(key, (sum(sizes),), jnp.float32)
     pieces = jnp.split(flat, list(itertools.accumulate(sizes))[:-1])
     params = {k: piece.reshape(shape) for (k, shape), piece in zip(shapes.items(), pieces)}
-    if init == "kaiming":
-        # Lecture part 3: tanh gain 5/3 over sqrt(fan_in) keeps the hidden layer out of
-        # saturation; a small W2 and zero b2 make the first logits nearly uniform.
-        params["W1"] = params["W1"] * (5 / 3) / fan_in**0.5
-        params["b1"] = params["b1"] * 0.01
-        params["W2"] = params["W2"] * 0.01
-        params["b2"] = jnp.zeros_like(params["b2"])
+    out = arch.n_layers + 1
+    for i in range(1, arch.n_layers + 1):
+        if arch.norm != "none":
+            params[f"g{i}"], params[f"s{i}"] = jnp.ones_like(params[f"g{i}"]), jnp.zeros_like(params[f"s{i}"])
+        fan_in = shapes[f"W{i}"][0]
+        if init == "kaiming":
+            # Lecture part 3: gain over sqrt(fan_in) keeps the hidden layers out of saturation.
+            params[f"W{i}"] = params[f"W{i}"] * GAINS[arch.activation] / fan_in**0.5
+        elif init == "part3":
+            params[f"W{i}"] = params[f"W{i}"] * 0.2
+        if init != "lecture" and f"b{i}" in params:
+            params[f"b{i}"] = params[f"b{i}"] * 0.01
+    if init in ("kaiming", "part3"):
+        # A small output layer makes the first logits nearly uniform: loss ~ln(vocab), not ~20.
+        params[f"W{out}"] = params[f"W{out}"] * 0.01
+        params[f"b{out}"] = jnp.zeros_like(params[f"b{out}"])
     elif init != "lecture":
         raise ValueError(f"unknown init {init!r}")
     return params
+
+
+def init_model_state(n_hidden: int, arch: Arch = LECTURE) -> dict:
+    """What the model keeps besides parameters: batchnorm's running mean and variance per layer."""
+    if arch.norm != "batchnorm":
+        return {}
+    return {k: v for i in range(1, arch.n_layers + 1)
+            for k, v in ((f"mean{i}", jnp.zeros(n_hidden)), (f"var{i}", jnp.ones(n_hidden)))}
 
 
 def num_params(params: Params) -> int:
@@ -50,36 +117,70 @@ def _matmul(a: jax.Array, b: jax.Array, compute_dtype: str) -> jax.Array:
     return jnp.matmul(a.astype(compute_dtype), b.astype(compute_dtype), preferred_element_type=jnp.float32)
 
 
-def _padded_logits(params: Params, X: jax.Array, compute_dtype: str = "float32") -> jax.Array:
-    """Logits (N, V rounded up to 16); the padding columns are -1e30, so softmax gives them 0.
+def apply(params: Params, X: jax.Array, arch: Arch = LECTURE, model_state: dict | None = None,
+          train: bool = False, key: jax.Array | None = None, pad: bool = True) -> tuple[jax.Array, dict]:
+    """Logits for contexts X, and the updated model state (batchnorm statistics when training).
 
-    The embedding width and the vocabulary are padded with zeros to a multiple of 16.
-    That changes no real logit and no gradient, only the shapes XLA sees (bench: ~12%
-    more steps/s at batch 2048).
+    With `pad`, the embedding width and the vocabulary are padded with zeros to a
+    multiple of 16 and the logits come back that wide, the padding columns at -1e30 so
+    softmax gives them 0. That changes no real logit and no gradient, only the shapes
+    XLA sees (bench: ~12% more steps/s at batch 2048). Dropout and batch statistics
+    apply only with `train`; dropout draws from `key`.
     """
     V = params["C"].shape[0]
-    emb = params["C"].at[X].get(mode="promise_in_bounds").reshape(X.shape[0], -1)
-    pad_in, pad_v = -emb.shape[1] % _ALIGN, -V % _ALIGN
-    emb = jnp.pad(emb, ((0, 0), (0, pad_in)))
-    h = jnp.tanh(_matmul(emb, jnp.pad(params["W1"], ((0, pad_in), (0, 0))), compute_dtype) + params["b1"])
-    return (_matmul(h, jnp.pad(params["W2"], ((0, 0), (0, pad_v))), compute_dtype)
-            + jnp.pad(params["b2"], (0, pad_v), constant_values=-1e30))
+    dt = arch.compute_dtype
+    h = params["C"].at[X].get(mode="promise_in_bounds").reshape(X.shape[0], -1)
+    pad_in = -h.shape[1] % _ALIGN if pad else 0
+    h = jnp.pad(h, ((0, 0), (0, pad_in)))
+    new_state = dict(model_state or {})
+    for i in range(1, arch.n_layers + 1):
+        W = params[f"W{i}"] if i > 1 else jnp.pad(params["W1"], ((0, pad_in), (0, 0)))
+        z = _matmul(h, W, dt)
+        if f"b{i}" in params:
+            z = z + params[f"b{i}"]
+        if arch.norm == "layernorm":
+            z = (z - z.mean(-1, keepdims=True)) / jnp.sqrt(z.var(-1, keepdims=True) + EPS)
+            z = z * params[f"g{i}"] + params[f"s{i}"]
+        elif arch.norm == "batchnorm":
+            if train:
+                mean, var = z.mean(0), z.var(0)
+                new_state[f"mean{i}"] = (1 - BN_MOMENTUM) * new_state[f"mean{i}"] + BN_MOMENTUM * mean
+                new_state[f"var{i}"] = (1 - BN_MOMENTUM) * new_state[f"var{i}"] + BN_MOMENTUM * var
+            else:  # eval: the running statistics, so a prediction does not depend on its batch
+                mean, var = model_state[f"mean{i}"], model_state[f"var{i}"]
+            z = (z - mean) / jnp.sqrt(var + EPS) * params[f"g{i}"] + params[f"s{i}"]
+        h = ACTIVATIONS[arch.activation](z)
+        if train and arch.dropout > 0:
+            keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1 - arch.dropout, h.shape)
+            h = jnp.where(keep, h / (1 - arch.dropout), 0.0)
+    out = arch.n_layers + 1
+    pad_v = -V % _ALIGN if pad else 0
+    logits = (_matmul(h, jnp.pad(params[f"W{out}"], ((0, 0), (0, pad_v))), dt)
+              + jnp.pad(params[f"b{out}"], (0, pad_v), constant_values=-1e30))
+    return logits, jax.lax.stop_gradient(new_state)
 
 
-def forward(params: Params, X: jax.Array) -> jax.Array:
-    """Logits (N, vocab) for contexts X (N, block_size): tanh(C[X] @ W1 + b1) @ W2 + b2."""
-    emb = params["C"].at[X].get(mode="promise_in_bounds").reshape(X.shape[0], -1)
-    return jnp.tanh(emb @ params["W1"] + params["b1"]) @ params["W2"] + params["b2"]
+def forward(params: Params, X: jax.Array, arch: Arch = LECTURE, model_state: dict | None = None) -> jax.Array:
+    """Logits (N, vocab) in eval mode; for the lecture's model tanh(C[X] @ W1 + b1) @ W2 + b2."""
+    return apply(params, X, arch, model_state, pad=False)[0]
 
 
 def loss_fn(params: Params, X: jax.Array, Y: jax.Array, compute_dtype: str = "float32") -> jax.Array:
-    """Mean cross-entropy of the logits against the next characters Y (matmuls in compute_dtype)."""
-    return per_example_loss(params, X, Y, compute_dtype).mean()
+    """Mean cross-entropy of the lecture's model's logits against the next characters Y."""
+    return per_example_loss(params, X, Y, Arch(compute_dtype=compute_dtype)).mean()
 
 
-def per_example_loss(params: Params, X: jax.Array, Y: jax.Array, compute_dtype: str = "float32") -> jax.Array:
-    """Cross-entropy of each example (N,)."""
-    return cross_entropy(_padded_logits(params, X, compute_dtype), Y)
+def per_example_loss(params: Params, X: jax.Array, Y: jax.Array, arch: Arch = LECTURE,
+                     model_state: dict | None = None) -> jax.Array:
+    """Cross-entropy of each example (N,), in eval mode."""
+    return cross_entropy(apply(params, X, arch, model_state)[0], Y)
+
+
+def train_loss(params: Params, model_state: dict, X: jax.Array, Y: jax.Array, key: jax.Array,
+               arch: Arch = LECTURE) -> tuple[jax.Array, dict]:
+    """Mean cross-entropy in train mode (batch statistics, dropout), and the updated model state."""
+    logits, new_state = apply(params, X, arch, model_state, train=True, key=key)
+    return cross_entropy(logits, Y).mean(), new_state
 
 
 def cross_entropy(logits: jax.Array, Y: jax.Array) -> jax.Array:

@@ -16,14 +16,14 @@ import numpy as np
 from jax_mlp import checkpoint
 from jax_mlp.data import Vocab
 from jax_mlp.errors import ArgumentParser, UserError, cli_entry
-from jax_mlp.model import forward
+from jax_mlp.model import LECTURE, Arch, forward
 
 POOL = 1024  # names in flight at once (the bench: 512-4096 all alike on 2 cores)
 
 
-@partial(jax.jit, static_argnames=("num", "block_size", "max_len", "top_k", "prefix"))
+@partial(jax.jit, static_argnames=("num", "block_size", "max_len", "top_k", "prefix", "arch"))
 def sample_tokens(params, key, temperature, *, num: int, block_size: int, max_len: int, top_k: int = 0,
-                  prefix: tuple[int, ...] = ()) -> jax.Array:
+                  prefix: tuple[int, ...] = (), arch: Arch = LECTURE, model_state: dict | None = None) -> jax.Array:
     """Token ids (num, max_len): row r is name r, then 0s from its closing '.' on.
 
     top_k > 0 samples only among the k likeliest characters; every name starts with
@@ -43,7 +43,7 @@ def sample_tokens(params, key, temperature, *, num: int, block_size: int, max_le
         return carry["finished"] < num
 
     def body(c):
-        logits = forward(params, c["ctx"]) / temperature
+        logits = forward(params, c["ctx"], arch, model_state) / temperature
         if top_k:
             kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
             logits = jnp.where(logits < kth, -jnp.inf, logits)
@@ -91,7 +91,7 @@ def decode_rows(tokens: np.ndarray, vocab: Vocab) -> list[str]:
 
 def sample_names(params, vocab: Vocab, block_size: int, num: int, key: jax.Array, max_len: int = 32,
                  temperature: float = 1.0, top_k: int = 0, prefix: str = "", unique: bool = False,
-                 max_rounds: int = 20) -> list[str]:
+                 max_rounds: int = 20, arch: Arch = LECTURE, model_state: dict | None = None) -> list[str]:
     """`num` names sampled from the model; the same key gives the same names.
 
     With `unique`, draws more rounds until `num` different names are found (or
@@ -102,7 +102,7 @@ def sample_names(params, vocab: Vocab, block_size: int, num: int, key: jax.Array
     ids = tuple(vocab.encode(prefix))
     draw = lambda k, n: decode_rows(jax.device_get(sample_tokens(
         params, k, jnp.float32(temperature), num=n, block_size=block_size, max_len=max(max_len, len(ids) + 2),
-        top_k=min(top_k, len(vocab)), prefix=ids)), vocab)
+        top_k=min(top_k, len(vocab)), prefix=ids, arch=arch, model_state=model_state)), vocab)
     if not unique:
         return draw(key, num)
     names: dict[str, None] = {}
@@ -141,7 +141,9 @@ def main(argv=None):
                         f"(its vocabulary: {''.join(ckpt.vocab.itos[1:])})")
     params = {k: jnp.asarray(v) for k, v in ckpt.params.items()}
     names = sample_names(params, ckpt.vocab, ckpt.config.data.block_size, args.num, jax.random.key(args.seed),
-                         ckpt.max_len, args.temperature, args.top_k or 0, args.prefix, args.unique)
+                         ckpt.max_len, args.temperature, args.top_k or 0, args.prefix, args.unique,
+                         arch=Arch.of(ckpt.config.model),
+                         model_state={k: jnp.asarray(v) for k, v in ckpt.model_state.items()})
     print("\n".join(names), flush=True)
     if args.unique and len(names) < args.num:
         print(f"note: only {len(names)} different names found", file=sys.stderr)

@@ -27,7 +27,7 @@ from jax_mlp import config as config_lib
 from jax_mlp.config import Config
 from jax_mlp.data import make_dataset, read_words
 from jax_mlp.errors import UserError, cli_entry
-from jax_mlp.model import num_params
+from jax_mlp.model import Arch, num_params
 from jax_mlp.optim import check_optimizer, make_tx, validate
 from jax_mlp.train import _boundaries, config_parser, evaluate, make_init, make_steps, parse_config_args, \
     prepare_out_dir, _write_json
@@ -99,7 +99,7 @@ def compile_group(cfgs: list[Config], ds):
 
     keys = jnp.stack([jax.random.key(c.train.seed) for c in cfgs])
     state = jax.jit(jax.vmap(make_init(base, len(ds.vocab), member_tx)))(keys, hparams)
-    steps = jax.jit(jax.vmap(make_steps(member_tx, base.train.batch_size, base.train.full_batch),
+    steps = jax.jit(jax.vmap(make_steps(member_tx, base.train.batch_size, base.train.full_batch, Arch.of(base.model)),
                              in_axes=(0, 0, None, None, None)), donate_argnums=0)
     X, Y = jax.device_put(ds.X["train"]), jax.device_put(ds.Y["train"])
     t0 = time.perf_counter()
@@ -148,7 +148,8 @@ def run_sweep(members: list[tuple[dict, Config]], out_dir: Path | None, log=prin
         longest = max(len(w) for ws in ds.words.values() for w in ws)
         for j, i in enumerate(idx):
             member = jax.tree.map(lambda a: a[j], state)
-            losses = {f"{s}_loss": evaluate(member.params, ds.X[s], ds.Y[s]) for s in ("train", "dev", "test")}
+            losses = {f"{s}_loss": evaluate(member.params, ds.X[s], ds.Y[s], arch=Arch.of(base.model),
+                                            model_state=member.model_state) for s in ("train", "dev", "test")}
             diverged = any(v is not None and not np.isfinite(v) for v in losses.values())
             losses = {k: None if v is None or not np.isfinite(v) else v for k, v in losses.items()}
             results[i] = {"member": i, "values": members[i][0], **losses, "diverged": diverged,
@@ -160,7 +161,8 @@ def run_sweep(members: list[tuple[dict, Config]], out_dir: Path | None, log=prin
                 mdir.mkdir(parents=True, exist_ok=True)
                 (mdir / "config.toml").write_text(config_lib.to_toml(members[i][1]), encoding="utf-8")
                 checkpoint.save_rolling(mdir, 1, member.params, member.opt_state, int(member.step),
-                                        member.key, ds.vocab, members[i][1], max(32, 2 * longest))
+                                        member.key, ds.vocab, members[i][1], max(32, 2 * longest),
+                                        model_state=member.model_state)
                 _write_json(mdir / "summary.json", results[i])
                 results[i]["run_dir"] = str(mdir)
     return results

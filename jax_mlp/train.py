@@ -29,7 +29,8 @@ from jax_mlp import config as config_lib
 from jax_mlp.config import Config
 from jax_mlp.data import Dataset, loss_floor, make_dataset, read_words
 from jax_mlp.errors import ArgumentParser, UserError, cli_entry
-from jax_mlp.model import forward, init_params, loss_fn, num_params, per_example_loss
+from jax_mlp.model import LECTURE, Arch, forward, init_model_state, init_params, loss_fn, num_params, \
+    per_example_loss, train_loss
 from jax_mlp.devices import Placement, init_distributed, is_main_process, select_devices, to_host
 from jax_mlp.progress import MetricsWriter, Progress
 from jax_mlp.optim import SCHEDULES, build_optimizer, check_optimizer, learning_rate_fn, optimizer_names
@@ -43,8 +44,9 @@ class TrainState(NamedTuple):
 
     params: dict
     opt_state: optax.OptState
-    key: jax.Array  # minibatch key; step k samples with fold_in(key, k)
+    key: jax.Array  # minibatch key; see make_steps
     step: jax.Array
+    model_state: dict = {}  # batchnorm's running statistics, when the model has batchnorm
 
 
 def make_init(cfg: Config, vocab_size: int, make_tx: Callable) -> Callable:
@@ -53,8 +55,10 @@ def make_init(cfg: Config, vocab_size: int, make_tx: Callable) -> Callable:
 
     def init(key, hparams=None):
         model_key, data_key = jax.random.split(key)
-        params = init_params(model_key, vocab_size, cfg.data.block_size, m.n_embd, m.n_hidden, m.init)
-        return TrainState(params, make_tx(hparams).init(params), data_key, jnp.zeros((), jnp.int32))
+        arch = Arch.of(m)
+        params = init_params(model_key, vocab_size, cfg.data.block_size, m.n_embd, m.n_hidden, m.init, arch)
+        return TrainState(params, make_tx(hparams).init(params), data_key, jnp.zeros((), jnp.int32),
+                          init_model_state(m.n_hidden, arch))
 
     return init
 
@@ -65,15 +69,24 @@ def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation) -
     return jax.jit(make_init(cfg, vocab_size, lambda _: tx))(jax.random.key(cfg.train.seed))
 
 
-def make_train_step(tx: optax.GradientTransformation, compute_dtype: str = "float32") -> Callable:
+DROPOUT_STREAM = 2**31 - 1  # fold_in tag of the dropout keys; batch blocks never reach it
+
+
+def make_train_step(tx: optax.GradientTransformation, arch: Arch = LECTURE) -> Callable:
     """The update `(state, (X, Y)) -> (state, metrics)`: value_and_grad, then optax, no mutation."""
-    loss_fn_ = partial(loss_fn, compute_dtype=compute_dtype)
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
-        loss, grads = jax.value_and_grad(loss_fn_)(state.params, *batch)
+        if arch.plain:
+            loss, grads = jax.value_and_grad(partial(loss_fn, compute_dtype=arch.compute_dtype))(state.params, *batch)
+            model_state = state.model_state
+        else:
+            key = jax.random.fold_in(jax.random.fold_in(state.key, DROPOUT_STREAM), state.step)
+            (loss, model_state), grads = jax.value_and_grad(train_loss, has_aux=True)(
+                state.params, state.model_state, *batch, key, arch)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), {"loss": loss}
+        return state._replace(params=params, opt_state=opt_state, step=state.step + 1,
+                              model_state=model_state), {"loss": loss}
 
     return train_step
 
@@ -81,7 +94,7 @@ def make_train_step(tx: optax.GradientTransformation, compute_dtype: str = "floa
 BATCH_BLOCK = 256  # steps whose minibatches are drawn and gathered in one go
 
 
-def make_steps(make_tx: Callable, batch_size: int, full_batch: bool, compute_dtype: str = "float32",
+def make_steps(make_tx: Callable, batch_size: int, full_batch: bool, arch: Arch = LECTURE,
                batch_sharding=None) -> Callable:
     """A pure `(state, hparams, X, Y, num_steps) -> (state, loss_sum)` that runs num_steps updates.
 
@@ -97,7 +110,7 @@ def make_steps(make_tx: Callable, batch_size: int, full_batch: bool, compute_dty
     """
 
     def full_batch_steps(state, hparams, X, Y, num_steps):
-        train_step = make_train_step(make_tx(hparams), compute_dtype)
+        train_step = make_train_step(make_tx(hparams), arch)
 
         def one_step(_, carry):
             state, loss_sum = carry
@@ -107,7 +120,7 @@ def make_steps(make_tx: Callable, batch_size: int, full_batch: bool, compute_dty
         return jax.lax.fori_loop(0, num_steps, one_step, (state, jnp.float32(0)))
 
     def minibatch_steps(state, hparams, X, Y, num_steps):
-        train_step = make_train_step(make_tx(hparams), compute_dtype)
+        train_step = make_train_step(make_tx(hparams), arch)
         end = state.step + num_steps
 
         def block(carry):
@@ -134,22 +147,23 @@ def make_steps(make_tx: Callable, batch_size: int, full_batch: bool, compute_dty
 
 
 def make_run_steps(tx: optax.GradientTransformation, batch_size: int, full_batch: bool,
-                   compute_dtype: str = "float32", batch_sharding=None) -> Callable:
+                   arch: Arch = LECTURE, batch_sharding=None) -> Callable:
     """A jitted `(state, X, Y, num_steps) -> (state, loss_sum)` that runs num_steps updates on the device.
 
     num_steps is traced, so every chunk length shares one compiled program.
     """
-    steps = make_steps(lambda _: tx, batch_size, full_batch, compute_dtype, batch_sharding)
+    steps = make_steps(lambda _: tx, batch_size, full_batch, arch, batch_sharding)
     return jax.jit(lambda state, X, Y, num_steps: steps(state, None, X, Y, num_steps), donate_argnums=0)
 
 
-@partial(jax.jit, static_argnames="chunk")
-def _loss_sum(params, X, Y, n_valid, chunk):
-    per_example = per_example_loss(params, X, Y)
+@partial(jax.jit, static_argnames=("chunk", "arch"))
+def _loss_sum(params, model_state, X, Y, n_valid, chunk, arch):
+    per_example = per_example_loss(params, X, Y, arch, model_state)
     return jnp.where(jnp.arange(chunk) < n_valid, per_example, 0.0).sum()
 
 
-def evaluate(params, X: np.ndarray, Y: np.ndarray, chunk: int = 16384) -> float | None:
+def evaluate(params, X: np.ndarray, Y: np.ndarray, chunk: int = 16384, arch: Arch = LECTURE,
+             model_state: dict | None = None) -> float | None:
     """Mean loss over a whole split, in fixed-size chunks (one compile, bounded memory); None if empty."""
     n = len(Y)
     if n == 0:
@@ -161,7 +175,7 @@ def evaluate(params, X: np.ndarray, Y: np.ndarray, chunk: int = 16384) -> float 
         if valid < chunk:
             xb = np.concatenate([xb, np.zeros((chunk - valid, X.shape[1]), X.dtype)])
             yb = np.concatenate([yb, np.zeros(chunk - valid, Y.dtype)])
-        total += float(_loss_sum(params, xb, yb, valid, chunk))
+        total += float(_loss_sum(params, model_state or {}, xb, yb, valid, chunk, arch))
     return total / n
 
 
@@ -271,7 +285,8 @@ def _restore(ckpt: checkpoint.Checkpoint, template: TrainState) -> TrainState:
                         "as configured; it was written by another optimizer setup")
     return TrainState({k: jnp.asarray(v) for k, v in ckpt.params.items()},
                       jax.tree_util.tree_unflatten(opt_def, [jnp.asarray(x) for x in ckpt.opt_leaves]),
-                      jax.random.wrap_key_data(jnp.asarray(ckpt.key_data)), jnp.asarray(ckpt.step, jnp.int32))
+                      jax.random.wrap_key_data(jnp.asarray(ckpt.key_data)), jnp.asarray(ckpt.step, jnp.int32),
+                      {k: jnp.asarray(v) for k, v in ckpt.model_state.items()})
 
 
 def train_and_evaluate(cfg: Config, out_dir: str | Path | None = None, *,
@@ -340,13 +355,16 @@ def _train_and_evaluate(cfg, out_dir, *, tx, overwrite, resume, handle_signals, 
         + (f"; resuming at step {start_step}" if ckpt is not None else ""))
 
     X_train, Y_train = place.replicate(ds.X["train"]), place.replicate(ds.Y["train"])
-    local = lambda params: jax.device_put(jax.tree.map(to_host, params), place.local_device)
-    initial_loss = evaluate(local(state.params), ds.X["train"], ds.Y["train"])
-    initial_dev_loss = evaluate(local(state.params), ds.X["dev"], ds.Y["dev"])
+    arch = Arch.of(cfg.model)
+    local = lambda tree: jax.device_put(jax.tree.map(to_host, tree), place.local_device)
+
+    def loss_on(state: TrainState, split: str) -> float | None:
+        return evaluate(local(state.params), ds.X[split], ds.Y[split], arch=arch, model_state=local(state.model_state))
+
+    initial_loss, initial_dev_loss = loss_on(state, "train"), loss_on(state, "dev")
     width = len(str(cfg.train.steps))
     log(f"step {start_step:>{width}}/{cfg.train.steps} | loss {initial_loss:.4f} (whole train split)")
-    run_steps = make_run_steps(tx, cfg.train.batch_size, cfg.train.full_batch, cfg.model.compute_dtype,
-                               place.batch_sharding)
+    run_steps = make_run_steps(tx, cfg.train.batch_size, cfg.train.full_batch, arch, place.batch_sharding)
     t0 = time.perf_counter()
     compiled = run_steps.lower(state, X_train, Y_train, 0).compile()
     compile_seconds = time.perf_counter() - t0
@@ -355,11 +373,12 @@ def _train_and_evaluate(cfg, out_dir, *, tx, overwrite, resume, handle_signals, 
         extra = {"data_fingerprint": fingerprint, "train_words": ds.words["train"]}
         state = jax.tree.map(to_host, state)
         checkpoint.save_rolling(out, cfg.train.keep_checkpoints, state.params, state.opt_state, int(state.step),
-                                state.key, ds.vocab, cfg, max_len, extra=extra)
-        dev = evaluate(local(state.params), ds.X["dev"], ds.Y["dev"])
+                                state.key, ds.vocab, cfg, max_len, extra=extra, model_state=state.model_state)
+        dev = loss_on(state, "dev")
         if dev is not None and (best is None or dev < best):
             checkpoint.save(out / checkpoint.CHECKPOINTS / checkpoint.BEST, state.params, state.opt_state,
-                            int(state.step), state.key, ds.vocab, cfg, max_len, extra=extra | {"dev_loss": dev})
+                            int(state.step), state.key, ds.vocab, cfg, max_len, extra=extra | {"dev_loss": dev},
+                            model_state=state.model_state)
             return dev
         return best
 
@@ -406,7 +425,7 @@ def _train_and_evaluate(cfg, out_dir, *, tx, overwrite, resume, handle_signals, 
                               "steps_per_second": (point - start_step) / train_seconds,
                               "elapsed_seconds": time.perf_counter() - t_start}
                     if evaluated:
-                        record["dev_loss"] = evaluate(local(state.params), ds.X["dev"], ds.Y["dev"])
+                        record["dev_loss"] = loss_on(state, "dev")
                     lr = "" if record["learning_rate"] is None else f" | lr {record['learning_rate']:.4g}"
                     dev = "" if record.get("dev_loss") is None else f" | dev {record['dev_loss']:.4f}"
                     (bar.log if progress == "bar" else log)(
@@ -423,7 +442,7 @@ def _train_and_evaluate(cfg, out_dir, *, tx, overwrite, resume, handle_signals, 
         metrics.close()
 
     final_params = local(state.params)
-    losses = {f"{s}_loss": evaluate(final_params, ds.X[s], ds.Y[s]) for s in ("train", "dev", "test")}
+    losses = {f"{s}_loss": loss_on(state, s) for s in ("train", "dev", "test")}
     summary = {
         **losses,
         "initial_train_loss": initial_loss,
@@ -449,14 +468,15 @@ def _train_and_evaluate(cfg, out_dir, *, tx, overwrite, resume, handle_signals, 
     summary["wall_seconds"] = time.perf_counter() - t_start
     if out is not None:
         _write_json(out / "summary.json", summary)
-    return Run(state._replace(params=final_params), ds, summary | {"max_len": max_len})
+    return Run(state._replace(params=final_params, model_state=local(state.model_state)), ds,
+               summary | {"max_len": max_len})
 
 
-def overfit_report(params, ds: Dataset) -> str:
+def overfit_report(params, ds: Dataset, arch: Arch = LECTURE, model_state: dict | None = None) -> str:
     """The lecture's check on a tiny set: the loss floor, and argmax prediction vs label per example."""
     X, Y = ds.X["train"], ds.Y["train"]
     floor = loss_floor(X, Y)
-    pred = np.asarray(jnp.argmax(forward(params, jnp.asarray(X)), axis=-1))
+    pred = np.asarray(jnp.argmax(forward(params, jnp.asarray(X), arch, model_state), axis=-1))
     itos = ds.vocab.itos
     lines = [f"loss floor {floor:.4f}: the lowest mean loss any model can reach here, because some "
              "contexts are followed by several different characters "
@@ -575,10 +595,11 @@ def main(argv=None):
           f"| {s['steps']} steps in {s['train_seconds']:.1f}s ({s['steps_per_second'] or 0:,.0f} steps/s) "
           f"+ compile {s['compile_seconds']:.1f}s")
     if cfg.data.first_n:
-        print(overfit_report(run.state.params, run.dataset))
+        print(overfit_report(run.state.params, run.dataset, Arch.of(cfg.model), run.state.model_state))
     if cfg.train.num_samples:
         names = sample_names(run.state.params, run.dataset.vocab, cfg.data.block_size, cfg.train.num_samples,
-                             jax.random.key(cfg.train.seed), s["max_len"])
+                             jax.random.key(cfg.train.seed), s["max_len"], arch=Arch.of(cfg.model),
+                             model_state=run.state.model_state)
         print(f"{len(names)} sampled names: " + " ".join(names))
     print(f"run written to {out} (sample more: python -m jax_mlp.sample --run {out})")
     sys.stdout.flush()
