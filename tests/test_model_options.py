@@ -90,3 +90,14 @@ def test_options_train_checkpoint_and_resume_exactly(overrides, names_path, tmp_
 def test_model_option_errors(key, value, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace(")", r"\)")):
         load_config(None, {key: value})
+
+
+@pytest.mark.parametrize("name, params", [
+    ("lecture", 11897), ("lecture_part3_init", 11897), ("lecture_part3_kaiming", 11897),
+    ("lecture_part3_batchnorm", 12097), ("lecture_part5_context8", 22097),
+])
+def test_lecture_table_configs(name, params):
+    cfg = load_config(ROOT / "configs" / f"{name}.toml")
+    shapes = param_shapes(27, cfg.data.block_size, cfg.model.n_embd, cfg.model.n_hidden, Arch.of(cfg.model))
+    assert sum(int(np.prod(s)) for s in shapes.values()) == params
+    assert cfg.train.steps == 200000 and cfg.optimizer.name == "sgd"
