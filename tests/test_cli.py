@@ -125,7 +125,7 @@ BAD_FLAGS = {
     "steps not int": (["--train.steps", "1e3x"], "train.steps must be an integer"),
     "lr not a number": (["--optimizer.learning_rate", "fast"], "optimizer.learning_rate must be a number"),
     "bool": (["--train.full_batch", "maybe"], "train.full_batch must be true or false"),
-    "init": (["--model.init", "xavier"], "model.init must be one of lecture, kaiming"),
+    "init": (["--model.init", "xavier"], "model.init must be one of lecture, part3, kaiming"),
     "unknown optimizer": (["--optimizer.name", "adamm"], "unknown optimizer 'adamm'; did you mean 'adam'"),
     "unknown schedule": (["--schedule.name", "cosine"], "unknown schedule 'cosine'"),
     "unknown optimizer kwarg": (["--optimizer.momentumm", "0.9"], "unknown keyword 'momentumm' for optax.sgd; did you mean 'momentum'"),
