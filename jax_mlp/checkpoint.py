@@ -23,6 +23,7 @@ import numpy as np
 from jax_mlp import config as config_lib
 from jax_mlp.data import Vocab
 from jax_mlp.errors import UserError
+from jax_mlp.model import Arch, param_shapes
 
 CHECKPOINTS = "checkpoints"
 BEST = "best.npz"
@@ -139,8 +140,6 @@ def _load_file(path: Path) -> Checkpoint:
         cfg = config_lib.from_dict(cfg_dict)
     except UserError as e:
         raise UserError(f"{str(path)!r} holds a config this version cannot read: {e}") from None
-    from jax_mlp.model import Arch, param_shapes
-
     expected = param_shapes(len(vocab), cfg.data.block_size, cfg.model.n_embd, cfg.model.n_hidden, Arch.of(cfg.model))
     got = {k: tuple(v.shape) for k, v in params.items()}
     if got != expected:

@@ -70,7 +70,7 @@ class ScheduleConfig:
 class TransformsConfig:
     clip_global_norm: float = _f(0.0, "clip gradients to this global norm before the optimizer; 0 = off")
     weight_decay: float = _f(0.0, "decoupled weight decay (p -= lr * wd * p) added after the optimizer; 0 = off")
-    decay_biases: bool = _f(False, "apply weight_decay to b1, b2 too")
+    decay_biases: bool = _f(False, "apply weight_decay to the biases (and norm gains and shifts) too")
     decay_embedding: bool = _f(False, "apply weight_decay to the embedding table C too")
     accumulate_steps: int = _f(1, "average gradients over this many steps per update (optax.MultiSteps)")
 

@@ -13,8 +13,6 @@ Params = dict[str, jax.Array]
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "gelu": jax.nn.gelu}
 GAINS = {"tanh": 5 / 3, "relu": 2**0.5, "gelu": 2**0.5}  # Kaiming gains for the init
-NORMS = ("none", "layernorm", "batchnorm")
-INITS = ("lecture", "part3", "kaiming")
 BN_MOMENTUM = 0.001  # running statistics: 0.999 * old + 0.001 * batch, as in lecture part 3
 EPS = 1e-5
 

@@ -67,11 +67,12 @@ def make_schedule(sched: ScheduleConfig, learning_rate) -> optax.Schedule | floa
 
 
 def _decay_mask(transforms: TransformsConfig) -> Callable:
+    """Decay the weight matrices W*; biases, norm gains and shifts, and the embedding only if asked."""
     def mask(params):
         def wanted(name):
             if name == "C":
                 return transforms.decay_embedding
-            return transforms.decay_biases if name.startswith("b") else True
+            return True if name.startswith("W") else transforms.decay_biases
         return {k: wanted(k) for k in params}
     return mask
 
