@@ -119,3 +119,10 @@ def test_transforms_train_end_to_end():
         "optimizer.learning_rate": "1e-2"})
     s = train_and_evaluate(cfg, log=lambda _: None).summary
     assert s["dev_loss"] < s["initial_dev_loss"]
+
+
+def test_weight_decay_leaves_norm_gains_and_shifts_alone():
+    params = {**PARAMS, "g1": jnp.ones(5), "s1": jnp.ones(5)}
+    tx = make_tx(OptimizerConfig("sgd", 0.5), ScheduleConfig("none", {}), TransformsConfig(weight_decay=0.1))
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    assert not np.any(updates["g1"]) and not np.any(updates["s1"]) and np.allclose(updates["W1"], -0.05)
