@@ -7,14 +7,16 @@ import subprocess
 import sys
 import time
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jax_mlp import checkpoint
 from jax_mlp import train as train_cli
 from jax_mlp.config import load_config
+from jax_mlp.data import make_dataset, read_words
 from jax_mlp.errors import UserError
-from jax_mlp.train import Diverged, train_and_evaluate
+from jax_mlp.train import Diverged, evaluate, train_and_evaluate
 from conftest import ROOT
 
 QUICK = ROOT / "configs" / "quick.toml"
@@ -63,7 +65,11 @@ def test_checkpoints_roll_and_keep_the_best(names_path, tmp_path):
                                                    "train.keep_checkpoints": 2}), out, log=lambda _: None)
     assert [s for s, _ in checkpoint.step_files(out)] == [1400, 1500]
     best = checkpoint.load(out / "checkpoints" / "best.npz")
-    assert best.extra["dev_loss"] == pytest.approx(min(best.extra["dev_loss"], best.extra["dev_loss"]))
+    ds = make_dataset(read_words(names_path), 3)
+    dev = lambda ck: evaluate({k: jnp.asarray(v) for k, v in ck.params.items()}, ds.X["dev"], ds.Y["dev"])
+    assert best.extra["dev_loss"] == pytest.approx(dev(best), rel=1e-6)  # it records its own dev loss
+    for _, path in checkpoint.step_files(out):  # and none of the kept ones is better
+        assert best.extra["dev_loss"] <= dev(checkpoint.load(path)) + 1e-9
     assert best.step in range(200, 1501, 200) or best.step == 1500
 
 
