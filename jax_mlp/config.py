@@ -270,9 +270,12 @@ def read_toml(path: str | Path) -> dict:
         raise UserError(f"cannot read config file {str(p)!r}: {e.strerror}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
-    """The config of a TOML file (or the defaults) with `{"section.key": "text"}` CLI overrides applied."""
-    layers = []
+def load_config(path: str | Path | None = None, overrides: dict | None = None, base: Config | None = None) -> Config:
+    """The config of a TOML file (or the defaults) with `{"section.key": "text"}` CLI overrides applied.
+
+    `base` (a resumed run's saved config) stands between the defaults and the file.
+    """
+    layers = [] if base is None else [(to_dict(base), False)]
     if path is not None:
         layers.append((read_toml(path), False))
     if overrides:

@@ -411,7 +411,8 @@ def _train_and_evaluate(cfg, out_dir, *, tx, overwrite, resume, handle_signals, 
                                    f"optimizer.learning_rate (now {cfg.optimizer.learning_rate:g})")
                 state = new_state
                 train_seconds += dt
-                bar.advance(point - prev, loss_sum / (point - prev), lr_at(point - 1), (point - prev) / dt)
+                lr_now = lr_at(point - 1)  # one host evaluation of the schedule per chunk
+                bar.advance(point - prev, loss_sum / (point - prev), lr_now, (point - prev) / dt)
                 loss_acc += loss_sum
                 since_log += point - prev
                 prev = point
@@ -421,7 +422,7 @@ def _train_and_evaluate(cfg, out_dir, *, tx, overwrite, resume, handle_signals, 
                 logged = point % cfg.train.log_every == 0 or point == cfg.train.steps
                 evaluated = cfg.train.eval_every and point % cfg.train.eval_every == 0
                 if logged or evaluated:
-                    record = {"step": point, "loss": loss_acc / since_log, "learning_rate": lr_at(point - 1),
+                    record = {"step": point, "loss": loss_acc / since_log, "learning_rate": lr_now,
                               "steps_per_second": (point - start_step) / train_seconds,
                               "elapsed_seconds": time.perf_counter() - t_start}
                     if evaluated:
@@ -566,11 +567,7 @@ def main(argv=None):
     if args.resume:
         # The run's own config, with only the overrides given here on top.
         out_dir = Path(overrides.get("train.out_dir") or config_lib.load_config(config_path).train.out_dir)
-        saved = checkpoint.load(out_dir).config
-        layers = [(config_lib.to_dict(saved), False)]
-        if config_path is not None:
-            layers.append((config_lib.read_toml(config_path), False))
-        cfg = config_lib.resolve(layers + [(_nest(overrides), True)]) if overrides else config_lib.resolve(layers)
+        cfg = config_lib.load_config(config_path, overrides, base=checkpoint.load(out_dir).config)
     else:
         cfg = config_lib.load_config(config_path, overrides)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
@@ -603,14 +600,6 @@ def main(argv=None):
         print(f"{len(names)} sampled names: " + " ".join(names))
     print(f"run written to {out} (sample more: python -m jax_mlp.sample --run {out})")
     sys.stdout.flush()
-
-
-def _nest(overrides: dict) -> dict:
-    table: dict = {}
-    for dotted, text in overrides.items():
-        section, _, key = dotted.partition(".")
-        table.setdefault(section, {})[key] = text
-    return table
 
 
 if __name__ == "__main__":
