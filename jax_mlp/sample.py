@@ -19,11 +19,25 @@ from jax_mlp.errors import ArgumentParser, UserError, cli_entry
 from jax_mlp.model import LECTURE, Arch, forward
 
 POOL = 1024  # names in flight at once (the bench: 512-4096 all alike on 2 cores)
+# A model sees only block_size characters, so it has V**block_size possible contexts
+# (27**3 = 19,683 for the lecture's). When that is fewer than the forward rows the
+# names need (about CHARS_PER_NAME each), one batched forward over every context
+# gives a table of next-character distributions, and sampling is a lookup per
+# character. Same model, same distributions: only the matmul batch differs.
+TABLE_MAX_CONTEXTS = 1 << 16
+CHARS_PER_NAME = 8
 
 
-@partial(jax.jit, static_argnames=("num", "block_size", "max_len", "top_k", "prefix", "arch"))
+def use_table(vocab_size: int, block_size: int, num: int) -> bool:
+    """Whether a table of every context's distribution is cheaper than forwards per character."""
+    contexts = vocab_size**block_size
+    return contexts <= TABLE_MAX_CONTEXTS and contexts <= num * CHARS_PER_NAME
+
+
+@partial(jax.jit, static_argnames=("num", "block_size", "max_len", "top_k", "prefix", "arch", "table"))
 def sample_tokens(params, key, temperature, *, num: int, block_size: int, max_len: int, top_k: int = 0,
-                  prefix: tuple[int, ...] = (), arch: Arch = LECTURE, model_state: dict | None = None) -> jax.Array:
+                  prefix: tuple[int, ...] = (), arch: Arch = LECTURE, model_state: dict | None = None,
+                  table: bool = False) -> jax.Array:
     """Token ids (num, max_len): row r is name r, then 0s from its closing '.' on.
 
     top_k > 0 samples only among the k likeliest characters; every name starts with
@@ -33,6 +47,9 @@ def sample_tokens(params, key, temperature, *, num: int, block_size: int, max_le
     for all of them; a slot whose name has ended starts the next name at once. Names
     end at different lengths, so a refilled pool wastes far less work than running
     every name until the longest one ends.
+
+    With `table`, the cumulative distributions of all V**block_size contexts are
+    computed first, in one batched forward, and each step looks its rows up.
     """
     V = params["C"].shape[0]
     pool = min(num, POOL)
@@ -42,15 +59,25 @@ def sample_tokens(params, key, temperature, *, num: int, block_size: int, max_le
     def cond(carry):
         return carry["finished"] < num
 
-    def body(c):
-        logits = forward(params, c["ctx"], arch, model_state) / temperature
+    def cdf(ctx):
+        logits = forward(params, ctx, arch, model_state) / temperature
         if top_k:
             kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
             logits = jnp.where(logits < kth, -jnp.inf, logits)
-        probs = jax.nn.softmax(logits, axis=-1)
+        return jnp.cumsum(jax.nn.softmax(logits, axis=-1), axis=-1)
+
+    if table:
+        every_context = jnp.indices((V,) * block_size, jnp.int32).reshape(block_size, -1).T
+        cdfs = cdf(every_context)  # row sum_k ctx[k] * V**(block_size-1-k)
+        place = V ** jnp.arange(block_size - 1, -1, -1, dtype=jnp.int32)
+        lookup = lambda ctx: cdfs[jnp.sum(ctx * place, axis=1)]
+    else:
+        lookup = cdf
+
+    def body(c):
         # Inverse-CDF sampling, as torch.multinomial: one uniform per name, not one per symbol.
         u = jax.random.uniform(jax.random.fold_in(key, c["i"]), (pool, 1))
-        ix = jnp.minimum(jnp.sum(jnp.cumsum(probs, axis=-1) < u, axis=-1), V - 1).astype(jnp.int32)
+        ix = jnp.minimum(jnp.sum(lookup(c["ctx"]) < u, axis=-1), V - 1).astype(jnp.int32)
         active = c["name"] < num
         out = c["out"].at[c["name"], c["pos"]].set(ix, mode="drop")  # idle slots point past the end
         ended = active & ((ix == 0) | (c["pos"] + 1 >= max_len))
@@ -100,9 +127,13 @@ def sample_names(params, vocab: Vocab, block_size: int, num: int, key: jax.Array
     if num == 0:
         return []
     ids = tuple(vocab.encode(prefix))
-    draw = lambda k, n: decode_rows(jax.device_get(sample_tokens(
-        params, k, jnp.float32(temperature), num=n, block_size=block_size, max_len=max(max_len, len(ids) + 2),
-        top_k=min(top_k, len(vocab)), prefix=ids, arch=arch, model_state=model_state)), vocab)
+
+    def draw(k, n):
+        tokens = sample_tokens(params, k, jnp.float32(temperature), num=n, block_size=block_size,
+                               max_len=max(max_len, len(ids) + 2), top_k=min(top_k, len(vocab)), prefix=ids,
+                               arch=arch, model_state=model_state, table=use_table(len(vocab), block_size, n))
+        return decode_rows(jax.device_get(tokens), vocab)
+
     if not unique:
         return draw(key, num)
     names: dict[str, None] = {}

@@ -7,7 +7,7 @@ import pytest
 
 from jax_mlp.data import Vocab
 from jax_mlp.model import init_params
-from jax_mlp.sample import POOL, decode_rows, sample_names, sample_tokens
+from jax_mlp.sample import POOL, decode_rows, sample_names, sample_tokens, use_table
 
 VOCAB = Vocab.from_words(["abcdefghijklmnopqrstuvwxyz"])
 
@@ -56,3 +56,21 @@ def test_sampler_follows_the_model_distribution():
     W2[:, 0] = 100.0  # after 'a', '.' wins by far
     params["W2"] = jnp.asarray(W2)
     assert sample_names(params, VOCAB, 1, 30, jax.random.key(0)) == ["a"] * 30
+
+
+@pytest.mark.parametrize("top_k, temperature, prefix", [(0, 1.0, ()), (5, 0.7, (1, 2))])
+def test_table_sampler_draws_the_same_names_as_forwards_per_character(top_k, temperature, prefix):
+    params = init_params(jax.random.key(0), 27, 3, 10, 64, "part3")
+    params["b2"] = params["b2"].at[0].set(1.5)
+    draw = lambda table: np.asarray(sample_tokens(
+        params, jax.random.key(3), jnp.float32(temperature), num=2000, block_size=3, max_len=16,
+        top_k=top_k, prefix=prefix, table=table))
+    looked_up, computed = draw(True), draw(False)
+    assert (looked_up != 0).sum() > 2000 * (len(prefix) + 0.5)  # names go on past the prefix
+    np.testing.assert_array_equal(looked_up, computed)
+
+
+def test_table_is_used_only_when_it_is_the_cheaper_way():
+    assert use_table(27, 3, 10_000)  # 19,683 contexts < ~80,000 forward rows
+    assert not use_table(27, 3, 20)  # 20 names need ~160 rows
+    assert not use_table(27, 8, 10**9)  # 27**8 contexts: too many to tabulate
