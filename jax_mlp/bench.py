@@ -243,6 +243,30 @@ def python_loop_sample(params: dict, block_size: int, num: int, seed: int = 0) -
     return lengths
 
 
+def bench_whole_run(data: str | Path | None, steps: int, repeats: int) -> dict:
+    """Wall seconds of `python -m jax_mlp.train` (the lecture config), process start to exit:
+    once with an empty compile cache, then `repeats` times with it filled by that run."""
+    import subprocess
+    import sys
+    import tempfile
+
+    def once(cache: str, out: str) -> float:
+        env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"} | {"XDG_CACHE_HOME": cache}
+        cmd = [sys.executable, "-m", "jax_mlp.train", "--train.steps", str(steps), "--train.out_dir", out,
+               "--overwrite", "--quiet"] + (["--data.path", str(data)] if data else [])
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()[-500:]}")
+        return seconds
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cold = once(tmp, f"{tmp}/run")
+        warm = [once(tmp, f"{tmp}/run") for _ in range(repeats)]
+    return {"steps": steps, "cold_cache_seconds": cold, "seconds": statistics.median(warm), "all": warm}
+
+
 def run_bench(data: str | Path | None, quick: bool) -> dict:
     """Every measurement of the bench, as one dict (the --json output)."""
     words = read_words(data)
@@ -327,6 +351,7 @@ def run_bench(data: str | Path | None, quick: bool) -> dict:
     results["eval_examples_per_second"], _ = _median_rate(
         lambda: evaluate(params, ds.X["train"], ds.Y["train"]), n_eval, repeats)
 
+    results["whole_run"] = bench_whole_run(data, 2_000 if quick else cfg.train.steps, 1 if quick else 3)
     results["num_params"] = num_params(params)
     results["peak_rss_mb"] = peak_rss_mb()
     return results
@@ -384,6 +409,9 @@ def format_table(r: dict) -> str:
         f"{fmt(r['sample_names_per_second']['jax_mlp_forward_per_character'])} names/s with a forward per "
         "character instead of the table of every context)",
         f"evaluation: {fmt(r['eval_examples_per_second'])} examples/s (loss over the whole train split)",
+        f"whole run, python -m jax_mlp.train ({r['whole_run']['steps']:,} steps), process start to exit: "
+        f"{r['whole_run']['seconds']:.1f} s (median of {len(r['whole_run']['all'])}; "
+        f"{r['whole_run']['cold_cache_seconds']:.1f} s with an empty compile cache)",
         "examples/s by batch size: " + ", ".join(f"{b}: {fmt(v)}" for b, v in r["examples_per_second_by_batch"].items()),
         "examples/s by simulated CPU devices (batch 256; the devices share 2 cores, so this checks the "
         "data-parallel path, not its speed): "

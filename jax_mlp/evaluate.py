@@ -19,6 +19,7 @@ from jax_mlp.data import Vocab, build_examples, make_dataset, read_words
 from jax_mlp.errors import ArgumentParser, UserError, cli_entry
 from jax_mlp.model import Arch
 from jax_mlp.train import evaluate
+from jax_mlp.devices import use_compile_cache
 
 
 def bigram_table(words: list[str], vocab: Vocab, smoothing: float = 1.0) -> np.ndarray:
@@ -77,6 +78,7 @@ def evaluate_run(run: str, data_path: str | None = None, best: bool = False) -> 
 
 @cli_entry
 def main(argv=None):
+    use_compile_cache()
     parser = ArgumentParser(prog="python -m jax_mlp.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--run", required=True, help="run directory (train.out_dir) or checkpoint file")
     parser.add_argument("--data.path", dest="data_path", default=None,

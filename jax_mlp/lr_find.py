@@ -24,6 +24,7 @@ from jax_mlp.errors import UserError, cli_entry
 from jax_mlp.model import Arch
 from jax_mlp.optim import check_optimizer, make_tx, validate
 from jax_mlp.train import config_parser, init_state, make_steps, parse_config_args
+from jax_mlp.devices import use_compile_cache
 
 SMOOTHING = 0.98  # EMA factor over steps, bias-corrected
 RULE = ("the rate where the smoothed loss (EMA 0.98) is lowest, divided by 3: "
@@ -113,6 +114,7 @@ def write_png(path: Path, result: dict) -> bool:
 
 @cli_entry
 def main(argv=None):
+    use_compile_cache()
     parser = config_parser("python -m jax_mlp.lr_find", "Find a learning rate the lecture's way.")
     parser.add_argument("--lr-min", type=float, default=1e-3, help="first rate (default %(default)s)")
     parser.add_argument("--lr-max", type=float, default=1.0, help="last rate (default %(default)s)")

@@ -111,8 +111,42 @@ _ALIGN = 16  # pad matmul inner/outer dims of 27 and 30 up to 32: XLA's CPU kern
 def _matmul(a: jax.Array, b: jax.Array, compute_dtype: str) -> jax.Array:
     """a @ b in compute_dtype (bfloat16 on accelerators), accumulated and returned in float32."""
     if compute_dtype == "float32":
-        return a @ b
+        return _dense(a, b)
     return jnp.matmul(a.astype(compute_dtype), b.astype(compute_dtype), preferred_element_type=jnp.float32)
+
+
+def _matmul_t(a: jax.Array, bt: jax.Array, compute_dtype: str) -> jax.Array:
+    """a @ bt.T, for a weight kept transposed (out, in); see _dense_t."""
+    if compute_dtype == "float32":
+        return _dense_t(a, bt)
+    return _matmul(a, bt.T, compute_dtype)
+
+
+# The products of backprop, laid out for XLA's CPU matmul kernels. Autodiff of a @ w
+# gives the weight gradient as a.T @ g folded into one dot that contracts the batch
+# dimension of both operands, and for the output layer g @ w.T with a short inner
+# dimension: the layouts those kernels run slowest. Here a.T (or g.T) is written out
+# (the barrier keeps XLA from folding the transpose back), and the output weight is
+# kept transposed, so each backward product contracts a row-major operand's rows.
+# Same values; the bench measured ~8% more steps/s at batch 32. jax.grad still drives
+# the backward pass: these only say how a matmul's vector-Jacobian product is computed.
+_barrier = jax.lax.optimization_barrier
+
+
+@jax.custom_vjp
+def _dense(a, w):
+    return a @ w
+
+
+_dense.defvjp(lambda a, w: (a @ w, (a, w)), lambda res, g: (g @ res[1].T, _barrier(res[0].T) @ g))
+
+
+@jax.custom_vjp
+def _dense_t(a, wt):
+    return a @ wt.T
+
+
+_dense_t.defvjp(lambda a, wt: (a @ wt.T, (a, wt)), lambda res, g: (g @ res[1], _barrier(g.T) @ res[0]))
 
 
 def apply(params: Params, X: jax.Array, arch: Arch = LECTURE, model_state: dict | None = None,
@@ -153,7 +187,7 @@ def apply(params: Params, X: jax.Array, arch: Arch = LECTURE, model_state: dict 
             h = jnp.where(keep, h / (1 - arch.dropout), 0.0)
     out = arch.n_layers + 1
     pad_v = -V % _ALIGN if pad else 0
-    logits = (_matmul(h, jnp.pad(params[f"W{out}"], ((0, 0), (0, pad_v))), dt)
+    logits = (_matmul_t(h, jnp.pad(params[f"W{out}"].T, ((0, pad_v), (0, 0))), dt)
               + jnp.pad(params[f"b{out}"], (0, pad_v), constant_values=-1e30))
     return logits, jax.lax.stop_gradient(new_state)
 

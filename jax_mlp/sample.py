@@ -17,6 +17,7 @@ from jax_mlp import checkpoint
 from jax_mlp.data import Vocab
 from jax_mlp.errors import ArgumentParser, UserError, cli_entry
 from jax_mlp.model import LECTURE, Arch, forward
+from jax_mlp.devices import use_compile_cache
 
 POOL = 1024  # names in flight at once (the bench: 512-4096 all alike on 2 cores)
 # A model sees only block_size characters, so it has V**block_size possible contexts
@@ -147,6 +148,7 @@ def sample_names(params, vocab: Vocab, block_size: int, num: int, key: jax.Array
 
 @cli_entry
 def main(argv=None):
+    use_compile_cache()
     parser = ArgumentParser(prog="python -m jax_mlp.sample", description="Print names sampled from a run.")
     parser.add_argument("--run", required=True, help="run directory (train.out_dir) or checkpoint file")
     parser.add_argument("-n", "--num", type=int, default=20, help="names to print (default %(default)s)")

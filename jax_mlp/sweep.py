@@ -26,6 +26,7 @@ from jax_mlp import checkpoint
 from jax_mlp import config as config_lib
 from jax_mlp.config import Config
 from jax_mlp.data import make_dataset, read_words
+from jax_mlp.devices import use_compile_cache
 from jax_mlp.errors import UserError, cli_entry
 from jax_mlp.model import Arch, num_params
 from jax_mlp.optim import check_optimizer, make_tx, validate
@@ -182,6 +183,7 @@ def format_table(results: list[dict], keys: list[str]) -> str:
 
 @cli_entry
 def main(argv=None):
+    use_compile_cache()
     parser = config_parser("python -m jax_mlp.sweep", "Train every combination of --sweep values at once.")
     parser.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
                         help="a config key and its values; repeat for a grid (e.g. --sweep train.seed=0,1,2)")

@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# The CLIs keep compiled programs in ~/.cache/jax_mlp; tests leave the user's cache
+# alone (an empty JAX_COMPILATION_CACHE_DIR turns it off, here and in subprocesses).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", "")
+
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = Path(os.environ.get("JAX_MLP_NAMES", ROOT.parent / "shared" / "data" / "names.txt"))
 

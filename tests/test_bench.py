@@ -29,7 +29,10 @@ def test_quick_bench_writes_complete_json(tmp_path, names_path):
     assert set(r["examples_per_second_by_simulated_devices"]) == {"1", "2"}
     assert all(positive(v) for v in r["examples_per_second_by_simulated_devices"].values())
     assert positive(r["sweep"]["examples_per_second"]) and r["sweep"]["members"] == 16
-    assert "jax_mlp is" in proc.stdout and "steps/s" in proc.stdout
+    assert positive(r["sample_names_per_second"]["jax_mlp_forward_per_character"])
+    run = r["whole_run"]
+    assert run["steps"] == 2000 and positive(run["cold_cache_seconds"]) and positive(run["seconds"])
+    assert "jax_mlp is" in proc.stdout and "steps/s" in proc.stdout and "process start to exit" in proc.stdout
 
 
 def test_bench_json_path_must_be_writable(tmp_path):

@@ -2,6 +2,9 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -225,3 +228,35 @@ def test_sample_bad_input(args, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_compiled_programs_are_cached_between_runs_and_change_nothing(tmp_path):
+    cache = tmp_path / "xdg"
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env |= {"XDG_CACHE_HOME": str(cache), "JAX_PLATFORMS": "cpu"}
+
+    def run(name):
+        out = tmp_path / name
+        proc = subprocess.run([sys.executable, "-m", "jax_mlp.train", "--config", "configs/quick.toml",
+                               "--train.steps", "500", "--train.out_dir", str(out), "--quiet"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads((out / "summary.json").read_text())
+
+    first = run("a")
+    entries = sorted(p.name for p in (cache / "jax_mlp" / "xla").iterdir())
+    assert len(entries) >= 3  # at least the init, the training loop and the evaluation
+    second = run("b")
+    # The second run compiled nothing new, and its results are the first run's, bit for bit.
+    assert sorted(p.name for p in (cache / "jax_mlp" / "xla").iterdir()) == entries
+    for k in ("train_loss", "dev_loss", "test_loss"):
+        assert second[k] == first[k]
+
+
+def test_an_empty_jax_compilation_cache_dir_turns_the_cache_off(tmp_path):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "xdg"), JAX_COMPILATION_CACHE_DIR="", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-m", "jax_mlp.train", "--config", "configs/quick.toml",
+                           "--train.steps", "10", "--train.out_dir", str(tmp_path / "run"), "--quiet"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "xdg").exists()
