@@ -165,20 +165,19 @@ def torch_loop_sample(params: dict, block_size: int, num: int, seed: int = 0) ->
 
 
 def bench_sweep(cfg: Config, ds, members: int, steps: int, repeats: int) -> float:
-    """A sweep of `members` lecture runs (4 learning rates x seeds) in one vmapped program, in steps/s."""
-    from jax_mlp.sweep import compile_group
+    """A sweep of `members` lecture runs (4 learning rates x seeds), as jax_mlp.sweep runs them
+    (vmapped programs, one per CPU core), in steps/s of each member."""
+    from jax_mlp.sweep import GroupRunner
 
     lrs = [0.03, 0.05, 0.1, 0.2]
     cfgs = [dataclasses.replace(cfg, optimizer=dataclasses.replace(cfg.optimizer, learning_rate=lrs[i % 4]),
                                 train=dataclasses.replace(cfg.train, seed=i)) for i in range(members)]
-    state, hparams, compiled, X, Y, _ = compile_group(cfgs, ds)
-    box = [compiled(state, hparams, X, Y, steps)[0]]
-
-    def go():
-        box[0], loss_sum = compiled(box[0], hparams, X, Y, steps)
-        np.asarray(loss_sum)
-
-    return _median_rate(go, steps, repeats)[0]
+    runner = GroupRunner(cfgs, ds)
+    try:
+        runner.advance(steps)  # warm-up
+        return _median_rate(lambda: runner.advance(steps), steps, repeats)[0]
+    finally:
+        runner.close()
 
 
 _DEVICE_PROBE = """

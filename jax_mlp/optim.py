@@ -117,7 +117,7 @@ def validate(opt: OptimizerConfig, sched: ScheduleConfig) -> None:
     fn = getattr(optax, sched.name)
     _check_kwargs(f"optax.{sched.name}", fn, {_value_arg(fn): 1.0, **sched.kwargs})
     try:
-        lr0 = float(make_schedule(sched, opt.learning_rate)(0))
+        lr0 = float(jax.jit(make_schedule(sched, opt.learning_rate))(0))
     except Exception as e:  # optax validates lazily and raises many types
         raise UserError(f"optax.{sched.name} rejected its arguments {sched.kwargs}: {_one_line(e)}") from None
     if not jnp.isfinite(lr0):
@@ -142,6 +142,7 @@ def learning_rate_fn(lr: optax.Schedule | float | None) -> Callable[[int], float
     if lr is None:
         return lambda step: None
     if callable(lr):
+        lr = jax.jit(lr)  # one compile, where each jnp op of the schedule would compile on its own
         return lambda step: float(lr(step))
     return lambda step: float(lr)
 

@@ -36,6 +36,21 @@ def test_each_member_equals_the_same_config_trained_alone(names_path, tmp_path):
     assert len({round(r["dev_loss"], 6) for r in results}) == 4
 
 
+def test_a_group_split_across_cores_gives_each_member_its_own_result(names_path, monkeypatch):
+    members = expand(QUICK, small(names_path, 200), parse_sweeps(["optimizer.learning_rate=0.05,0.1,0.2"]))
+
+    def results_with(shards):
+        monkeypatch.setattr(sweep_cli, "cpu_shards", lambda n: min(n, shards))
+        return run_sweep(members, None, log=lambda _: None)
+
+    together, split = results_with(1), results_with(2)  # one program of 3; programs of 2 and 1 side by side
+    assert len({r["dev_loss"] for r in together}) == 3  # the members really differ
+    for a, b in zip(together, split):
+        assert a["values"] == b["values"]
+        for k in ("train_loss", "dev_loss", "test_loss"):
+            assert b[k] == pytest.approx(a[k], rel=1e-5)
+
+
 def test_shape_changing_fields_run_as_separate_groups(names_path):
     members = expand(QUICK, small(names_path, 50), parse_sweeps(["model.n_hidden=16,32", "train.seed=0,1"]))
     assert len({program_key(cfg) for _, cfg in members}) == 2
