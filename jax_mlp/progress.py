@@ -60,10 +60,18 @@ class MetricsWriter:
         self._tb_ready.start()
 
     def _open_tb(self, out_dir: Path, keep_until: int | None) -> None:
+        # tensorboardX imports PyTorch when it is installed (~1.4 s), only to accept torch
+        # tensors, which we never log: hide it for the import, as if it were absent.
+        hide = "torch" not in sys.modules
+        if hide:
+            sys.modules["torch"] = None
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
             return
+        finally:
+            if hide and sys.modules.get("torch", 0) is None:
+                del sys.modules["torch"]
         self.tb = SummaryWriter(str(out_dir / "tb"), purge_step=keep_until)
 
     def write(self, record: dict) -> None:
