@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
 from jax_mlp.config import TrainConfig
 from jax_mlp.errors import UserError
@@ -104,6 +104,12 @@ class Placement:
             return jax.make_array_from_process_local_data(sharding, np.asarray(to_host(x)))
 
         return jax.tree.map(put, tree)
+
+    def abstract(self, tree):
+        """The shapes, dtypes and layout `replicate` gives `tree`'s leaves: enough to compile
+        a program before the values exist."""
+        sharding = SingleDeviceSharding(self.devices[0]) if self.mesh is None else NamedSharding(self.mesh, P())
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
     @property
     def local_device(self):

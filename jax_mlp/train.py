@@ -336,8 +336,22 @@ def _train_and_evaluate(cfg, out_dir, *, tx, overwrite, resume, handle_signals, 
     if out is not None:
         (out / "config.toml").write_text(config_lib.to_toml(cfg), encoding="utf-8")
 
+    shapes = jax.eval_shape(make_init(cfg, len(ds.vocab), lambda _: tx), jax.random.key(0))
+    check_optimizer(tx, shapes.params, opt_name)
+    arch = Arch.of(cfg.model)
+    X_train, Y_train = place.replicate(ds.X["train"]), place.replicate(ds.Y["train"])
+    run_steps = make_run_steps(tx, cfg.train.batch_size, cfg.train.full_batch, arch, place.batch_sharding)
+
+    def compile_steps():
+        t0 = time.perf_counter()
+        return run_steps.lower(place.abstract(shapes), X_train, Y_train, 0).compile(), time.perf_counter() - t0
+
+    # XLA compiles without holding the GIL: the training loop compiles on one core while
+    # the initial state and the first evaluation compile and run on the other.
+    compile_pool = ThreadPoolExecutor(1)
+    compiling = compile_pool.submit(compile_steps)
+    compile_pool.shutdown(wait=False)
     state = init_state(cfg, len(ds.vocab), tx)
-    check_optimizer(tx, state.params, opt_name)
     if ckpt is not None:
         state = _restore(ckpt, state)
     state = place.replicate(state)
@@ -356,25 +370,13 @@ def _train_and_evaluate(cfg, out_dir, *, tx, overwrite, resume, handle_signals, 
         f"{f', {jax.process_count()} processes' if jax.process_count() > 1 else ''})"
         + (f"; resuming at step {start_step}" if ckpt is not None else ""))
 
-    X_train, Y_train = place.replicate(ds.X["train"]), place.replicate(ds.Y["train"])
-    arch = Arch.of(cfg.model)
     local = lambda tree: jax.device_put(jax.tree.map(to_host, tree), place.local_device)
 
     def loss_on(state: TrainState, split: str) -> float | None:
         return evaluate(local(state.params), ds.X[split], ds.Y[split], arch=arch, model_state=local(state.model_state))
 
-    run_steps = make_run_steps(tx, cfg.train.batch_size, cfg.train.full_batch, arch, place.batch_sharding)
-
-    def compile_steps():
-        t0 = time.perf_counter()
-        return run_steps.lower(state, X_train, Y_train, 0).compile(), time.perf_counter() - t0
-
-    # XLA compiles without holding the GIL: the training loop compiles on one core
-    # while the first evaluation compiles and runs on the other (bench machine: -0.3 s).
-    with ThreadPoolExecutor(1) as pool:
-        compiling = pool.submit(compile_steps)
-        initial_loss, initial_dev_loss = loss_on(state, "train"), loss_on(state, "dev")
-        compiled, compile_seconds = compiling.result()
+    initial_loss, initial_dev_loss = loss_on(state, "train"), loss_on(state, "dev")
+    compiled, compile_seconds = compiling.result()
     width = len(str(cfg.train.steps))
     log(f"step {start_step:>{width}}/{cfg.train.steps} | loss {initial_loss:.4f} (whole train split)")
     # The names printed at the end come from a program that can compile now, on the core

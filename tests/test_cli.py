@@ -238,7 +238,7 @@ def test_compiled_programs_are_cached_between_runs_and_change_nothing(tmp_path):
     def run(name):
         out = tmp_path / name
         proc = subprocess.run([sys.executable, "-m", "jax_mlp.train", "--config", "configs/quick.toml",
-                               "--train.steps", "500", "--train.out_dir", str(out), "--quiet"],
+                               "--train.steps", "100", "--train.out_dir", str(out), "--quiet"],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         return json.loads((out / "summary.json").read_text())
