@@ -302,7 +302,8 @@ def run_bench(data: str | Path | None, quick: bool) -> dict:
     results["batch_2048"] = {"steps_per_second": ours_big["steps_per_second"],
                              "examples_per_second": ours_big["steps_per_second"] * 2048,
                              "gflops": ours_big["steps_per_second"] * fps_big / 1e9,
-                             "roofline_fraction": ours_big["steps_per_second"] * fps_big / 1e9 / peak}
+                             "roofline_fraction": ours_big["steps_per_second"] * fps_big / 1e9 / peak,
+                             "steps_per_second_spread": [min(ours_big["all"]), max(ours_big["all"])]}
     batch_sizes = [32, 256] if quick else [32, 128, 512, 2048]
     results["examples_per_second_by_batch"] = {
         str(b): bench_jax_mlp(Config(train=type(cfg.train)(batch_size=b)), ds,
@@ -400,7 +401,8 @@ def format_table(r: dict) -> str:
         f"sweep of {r['sweep']['members']} members in one program: {fmt(r['sweep']['examples_per_second'])} "
         f"examples/s = {r['sweep']['vs_single_run']:.1f}x one run's {fmt(r['examples_per_second']['jax_mlp'])}",
         f"batch 2048: {fmt(r['batch_2048']['steps_per_second'])} steps/s, "
-        f"{r['batch_2048']['gflops']:.0f} GFLOP/s = {r['batch_2048']['roofline_fraction']:.1%} of the matmul peak",
+        f"{r['batch_2048']['gflops']:.0f} GFLOP/s = {r['batch_2048']['roofline_fraction']:.1%} of the matmul peak "
+        f"(repeats: {' to '.join(fmt(v) for v in r['batch_2048']['steps_per_second_spread'])} steps/s)",
         f"sampling: {fmt(r['sample_names_per_second']['jax_mlp'])} names/s vs "
         f"{fmt(r['sample_names_per_second']['python_loop'])} for the lecture's per-character "
         f"{r['sample_names_per_second']['python_loop_kind']} loop "

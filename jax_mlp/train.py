@@ -380,7 +380,8 @@ def _train_and_evaluate(cfg, out_dir, *, tx, overwrite, resume, handle_signals, 
     width = len(str(cfg.train.steps))
     log(f"step {start_step:>{width}}/{cfg.train.steps} | loss {initial_loss:.4f} (whole train split)")
     # The names printed at the end come from a program that can compile now, on the core
-    # the training loop leaves idle; the call at the end then finds it compiled.
+    # the training loop leaves idle; the call at the end then finds it compiled (and, were
+    # this warm-up to fail, raises the error itself).
     warm_sampler = ThreadPoolExecutor(1)
     if cfg.train.num_samples and is_main_process():
         warm_sampler.submit(sample_names, local(state.params), ds.vocab, cfg.data.block_size,
