@@ -32,6 +32,10 @@ def use_compile_cache() -> None:
     if "JAX_COMPILATION_CACHE_DIR" in os.environ:
         return
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jax_mlp" / "xla"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:  # no writable cache here: every run compiles, nothing else changes
+        return
     jax.config.update("jax_compilation_cache_dir", str(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # ours all compile in < 1 s
 

@@ -260,3 +260,15 @@ def test_an_empty_jax_compilation_cache_dir_turns_the_cache_off(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "xdg").exists()
+
+
+def test_an_unwritable_cache_location_only_means_no_cache(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env |= {"XDG_CACHE_HOME": str(blocker / "cache"), "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "jax_mlp.train", "--config", "configs/quick.toml",
+                           "--train.steps", "10", "--train.out_dir", str(tmp_path / "run"), "--quiet"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr and (tmp_path / "run" / "summary.json").exists()
