@@ -24,7 +24,7 @@ _initialized = False
 
 def use_compile_cache() -> None:
     """Keep compiled programs on disk, so a rerun of the same config skips XLA compilation
-    (the lecture run: ~2 s of its startup on the bench machine).
+    (the lecture run: about 1 s of its startup on the bench machine).
 
     The cache is $XDG_CACHE_HOME/jax_mlp/xla (~/.cache/jax_mlp/xla); JAX's own
     JAX_COMPILATION_CACHE_DIR, when set, wins, and set to empty it turns the cache off.

@@ -230,45 +230,39 @@ def test_sample_bad_input(args, message, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+def quick_train_with_cache(out, xdg_cache_home, jax_cache_dir=None, steps=100):
+    """A short quick.toml run in a fresh process, with the cache location given."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env |= {"XDG_CACHE_HOME": str(xdg_cache_home), "JAX_PLATFORMS": "cpu"}
+    if jax_cache_dir is not None:
+        env["JAX_COMPILATION_CACHE_DIR"] = jax_cache_dir
+    proc = subprocess.run([sys.executable, "-m", "jax_mlp.train", "--config", "configs/quick.toml",
+                           "--train.steps", str(steps), "--train.out_dir", str(out), "--quiet"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def test_compiled_programs_are_cached_between_runs_and_change_nothing(tmp_path):
     cache = tmp_path / "xdg"
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    env |= {"XDG_CACHE_HOME": str(cache), "JAX_PLATFORMS": "cpu"}
-
-    def run(name):
-        out = tmp_path / name
-        proc = subprocess.run([sys.executable, "-m", "jax_mlp.train", "--config", "configs/quick.toml",
-                               "--train.steps", "100", "--train.out_dir", str(out), "--quiet"],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        return json.loads((out / "summary.json").read_text())
-
-    first = run("a")
+    quick_train_with_cache(tmp_path / "a", cache)
     entries = sorted(p.name for p in (cache / "jax_mlp" / "xla").iterdir())
     assert len(entries) >= 3  # at least the init, the training loop and the evaluation
-    second = run("b")
+    quick_train_with_cache(tmp_path / "b", cache)
     # The second run compiled nothing new, and its results are the first run's, bit for bit.
     assert sorted(p.name for p in (cache / "jax_mlp" / "xla").iterdir()) == entries
+    first, second = (json.loads((tmp_path / r / "summary.json").read_text()) for r in ("a", "b"))
     for k in ("train_loss", "dev_loss", "test_loss"):
         assert second[k] == first[k]
 
 
 def test_an_empty_jax_compilation_cache_dir_turns_the_cache_off(tmp_path):
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "xdg"), JAX_COMPILATION_CACHE_DIR="", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-m", "jax_mlp.train", "--config", "configs/quick.toml",
-                           "--train.steps", "10", "--train.out_dir", str(tmp_path / "run"), "--quiet"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    quick_train_with_cache(tmp_path / "run", tmp_path / "xdg", jax_cache_dir="", steps=10)
     assert not (tmp_path / "xdg").exists()
 
 
 def test_an_unwritable_cache_location_only_means_no_cache(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    env |= {"XDG_CACHE_HOME": str(blocker / "cache"), "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-m", "jax_mlp.train", "--config", "configs/quick.toml",
-                           "--train.steps", "10", "--train.out_dir", str(tmp_path / "run"), "--quiet"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    proc = quick_train_with_cache(tmp_path / "run", blocker / "cache", steps=10)
     assert "Warning" not in proc.stderr and (tmp_path / "run" / "summary.json").exists()
