@@ -14,6 +14,9 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -208,9 +211,6 @@ print(json.dumps(sorted(rates)[1]))
 def bench_device_counts(data, counts: list[int], batch: int, steps: int) -> dict:
     """examples/s of the data-parallel path on n simulated CPU devices (a correctness check on CPU:
     simulated devices share the same cores), each count in its own process."""
-    import subprocess
-    import sys
-
     out = {}
     for n in counts:
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
@@ -245,10 +245,6 @@ def python_loop_sample(params: dict, block_size: int, num: int, seed: int = 0) -
 def bench_whole_run(data: str | Path | None, steps: int, repeats: int) -> dict:
     """Wall seconds of `python -m jax_mlp.train` (the lecture config), process start to exit:
     once with an empty compile cache, then `repeats` times with it filled by that run."""
-    import subprocess
-    import sys
-    import tempfile
-
     def once(cache: str, out: str) -> float:
         env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"} | {"XDG_CACHE_HOME": cache}
         cmd = [sys.executable, "-m", "jax_mlp.train", "--train.steps", str(steps), "--train.out_dir", out,
@@ -398,8 +394,8 @@ def format_table(r: dict) -> str:
         f"{r['roofline_fraction']:.1%} of it",
         f"  compile: {r['compile_seconds']:.2f} s",
         "",
-        f"sweep of {r['sweep']['members']} members in one program: {fmt(r['sweep']['examples_per_second'])} "
-        f"examples/s = {r['sweep']['vs_single_run']:.1f}x one run's {fmt(r['examples_per_second']['jax_mlp'])}",
+        f"sweep of {r['sweep']['members']} members (vmapped programs, one per CPU core): "
+        f"{fmt(r['sweep']['examples_per_second'])} examples/s = {r['sweep']['vs_single_run']:.1f}x one run's {fmt(r['examples_per_second']['jax_mlp'])}",
         f"batch 2048: {fmt(r['batch_2048']['steps_per_second'])} steps/s, "
         f"{r['batch_2048']['gflops']:.0f} GFLOP/s = {r['batch_2048']['roofline_fraction']:.1%} of the matmul peak "
         f"(repeats: {' to '.join(fmt(v) for v in r['batch_2048']['steps_per_second_spread'])} steps/s)",
