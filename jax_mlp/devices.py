@@ -38,7 +38,6 @@ def use_compile_cache() -> None:
         return
     jax.config.update("jax_compilation_cache_dir", str(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # ours all compile in < 1 s
-    jax.config.update("jax_compilation_cache_max_size", 256 << 20)  # least recently used entries go first
 
 
 def init_distributed(train: TrainConfig) -> None:
