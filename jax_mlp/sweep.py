@@ -90,25 +90,27 @@ def program_key(cfg: Config) -> str:
     return config_lib.to_toml(neutral) + "\n#" + ",".join(sorted(hp["kwargs"]))
 
 
-def compile_group(cfgs: list[Config], ds):
-    """Stacked initial states, member hyperparameters and the compiled vmapped step loop of one group."""
+def _member_tx(base: Config):
+    """hparams -> the optax transformation of a member of base's group."""
+    return lambda hp: make_tx(base.optimizer, base.schedule, base.transforms,
+                              learning_rate=hp["learning_rate"], opt_kwargs=hp["kwargs"])
+
+
+def init_group(cfgs: list[Config], ds):
+    """The members' stacked initial states and hyperparameters."""
     base = cfgs[0]
     names = sorted(_hparams_of(base)["kwargs"])
     hparams = {"learning_rate": jnp.asarray([c.optimizer.learning_rate for c in cfgs], jnp.float32),
                "kwargs": {k: jnp.asarray([c.optimizer.kwargs[k] for c in cfgs], jnp.float32) for k in names}}
-
-    def member_tx(hp):
-        return make_tx(base.optimizer, base.schedule, base.transforms,
-                       learning_rate=hp["learning_rate"], opt_kwargs=hp["kwargs"])
-
     keys = jnp.stack([jax.random.key(c.train.seed) for c in cfgs])
-    state = jax.jit(jax.vmap(make_init(base, len(ds.vocab), member_tx)))(keys, hparams)
-    steps = jax.jit(jax.vmap(make_steps(member_tx, base.train.batch_size, base.train.full_batch, Arch.of(base.model)),
-                             in_axes=(0, 0, None, None, None)), donate_argnums=0)
-    X, Y = jax.device_put(ds.X["train"]), jax.device_put(ds.Y["train"])
-    t0 = time.perf_counter()
-    compiled = steps.lower(state, hparams, X, Y, 0).compile()
-    return state, hparams, compiled, X, Y, time.perf_counter() - t0
+    return jax.jit(jax.vmap(make_init(base, len(ds.vocab), _member_tx(base))))(keys, hparams), hparams
+
+
+def compile_group(base: Config, state, hparams, X, Y):
+    """The vmapped step loop for states and hparams shaped like these (any members of base's group)."""
+    steps = jax.jit(jax.vmap(make_steps(_member_tx(base), base.train.batch_size, base.train.full_batch,
+                                        Arch.of(base.model)), in_axes=(0, 0, None, None, None)), donate_argnums=0)
+    return steps.lower(state, hparams, X, Y, 0).compile()
 
 
 def cpu_shards(members: int) -> int:
@@ -125,20 +127,28 @@ class GroupRunner:
 
     def __init__(self, cfgs: list[Config], ds):
         parts = np.array_split(np.arange(len(cfgs)), cpu_shards(len(cfgs)))
+        self._X, self._Y = jax.device_put(ds.X["train"]), jax.device_put(ds.Y["train"])
         self._pool = ThreadPoolExecutor(len(parts))
         t0 = time.perf_counter()
-        self._shards = list(self._pool.map(lambda idx: compile_group([cfgs[i] for i in idx], ds), parts))
+        self._states, self._hparams = zip(*(init_group([cfgs[i] for i in idx], ds) for idx in parts))
+        self._states = list(self._states)
+        # One program per part size (parts differ in size by at most one), compiled side by side.
+        first: dict[int, int] = {}
+        for j, idx in enumerate(parts):
+            first.setdefault(len(idx), j)
+        programs = {n: self._pool.submit(compile_group, cfgs[0], self._states[j], self._hparams[j], self._X, self._Y)
+                    for n, j in first.items()}
+        self._programs = [programs[len(idx)].result() for idx in parts]
         self.compile_seconds = time.perf_counter() - t0
-        self._states = [shard[0] for shard in self._shards]
 
     def advance(self, num_steps: int) -> np.ndarray:
         """Train every member num_steps further; their summed losses, in member order."""
         def one(j):
-            _, hparams, compiled, X, Y, _ = self._shards[j]
-            self._states[j], loss_sum = compiled(self._states[j], hparams, X, Y, num_steps)
+            self._states[j], loss_sum = self._programs[j](self._states[j], self._hparams[j], self._X, self._Y,
+                                                         num_steps)
             return np.asarray(loss_sum)
 
-        return np.concatenate(list(self._pool.map(one, range(len(self._shards)))))
+        return np.concatenate(list(self._pool.map(one, range(len(self._programs)))))
 
     def state(self):
         """The members' states, stacked along the leading axis in member order."""
