@@ -38,12 +38,30 @@ DEFAULT_DATA = Path("../shared/data/names.txt")
 
 def _median_rate(fn, work: float, repeats: int) -> tuple[float, list[float]]:
     """Median of work/seconds over `repeats` timed calls of fn (already warmed up)."""
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        rates.append(work / (time.perf_counter() - t0))
+    rates = _rounds({"fn": (fn, work)}, repeats)["fn"]
     return statistics.median(rates), rates
+
+
+def _rounds(cases: dict, repeats: int) -> dict[str, list[float]]:
+    """work/seconds of each case `(fn, work)` (already warmed up), over `repeats` rounds.
+
+    A round times every case once, one after another, so a change in the machine's load
+    between rounds falls on all of them alike: a ratio taken within a round stays fair
+    on a shared machine where absolute figures drift by 10% from minute to minute.
+    """
+    rates = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, (fn, work) in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            rates[name].append(work / (time.perf_counter() - t0))
+    return rates
+
+
+def _ratio(num: list[float], den: list[float], scale: float = 1.0) -> dict:
+    """scale * num/den within each round: the median and the lowest and highest."""
+    r = [scale * a / b for a, b in zip(num, den)]
+    return {"median": statistics.median(r), "spread": [min(r), max(r)]}
 
 
 def flops_per_step(batch: int, fan_in: int, n_hidden: int, vocab: int) -> float:
@@ -55,18 +73,23 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_matmul_peak(n: int, repeats: int) -> float:
-    """The machine's float32 matmul rate (GFLOP/s) on an n x n product, through XLA."""
+def matmul_peak_case(n: int, calls: int = 8) -> tuple:
+    """`calls` n x n float32 matmuls through XLA, the work in GFLOP: the machine's matmul peak."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     mm = jax.jit(lambda a, b: a @ b)
     mm(a, b).block_until_ready()
-    rate, _ = _median_rate(lambda: mm(a, b).block_until_ready(), 2.0 * n**3 / 1e9, repeats)
-    return rate
+
+    def go():
+        for _ in range(calls):
+            mm(a, b).block_until_ready()
+
+    return go, calls * 2.0 * n**3 / 1e9
 
 
-def bench_jax_mlp(cfg: Config, ds, steps: int, repeats: int) -> dict:
-    """jax_mlp's own training path (make_run_steps, the fused on-device loop) in steps/s."""
+def jax_mlp_case(cfg: Config, ds, steps: int) -> tuple[tuple, float]:
+    """jax_mlp's own training path (make_run_steps, the fused on-device loop): the case
+    (`steps` steps, work in steps) and its compile time in seconds."""
     tx, _ = build_optimizer(cfg.optimizer, cfg.schedule)
     state = init_state(cfg, len(ds.vocab), tx)
     X, Y = jax.device_put(ds.X["train"]), jax.device_put(ds.Y["train"])
@@ -81,11 +104,16 @@ def bench_jax_mlp(cfg: Config, ds, steps: int, repeats: int) -> dict:
         box[0], loss_sum = compiled(box[0], X, Y, steps)
         float(loss_sum)
 
-    rate, rates = _median_rate(go, steps, repeats)
-    return {"steps_per_second": rate, "all": rates, "compile_seconds": compile_seconds}
+    return (go, steps), compile_seconds
 
 
-def bench_jax_step_loop(cfg: Config, ds, steps: int, repeats: int) -> float:
+def bench_jax_mlp(cfg: Config, ds, steps: int, repeats: int) -> float:
+    """jax_mlp's training path alone, median steps/s."""
+    case, _ = jax_mlp_case(cfg, ds, steps)
+    return _median_rate(*case, repeats)[0]
+
+
+def jax_step_loop_case(cfg: Config, ds, steps: int) -> tuple:
     """The naive JAX loop: host samples the batch, one jitted step per Python iteration."""
     tx, _ = build_optimizer(cfg.optimizer, cfg.schedule)
     state = init_state(cfg, len(ds.vocab), tx)
@@ -101,10 +129,10 @@ def bench_jax_step_loop(cfg: Config, ds, steps: int, repeats: int) -> float:
         float(metrics["loss"])
 
     go()
-    return _median_rate(go, steps, repeats)[0]
+    return go, steps
 
 
-def bench_torch_eager(cfg: Config, ds, steps: int, repeats: int) -> float | None:
+def torch_eager_case(cfg: Config, ds, steps: int) -> tuple | None:
     """The lecture's PyTorch loop, written as in the video, on one thread; None without torch."""
     try:
         import torch
@@ -138,7 +166,7 @@ def bench_torch_eager(cfg: Config, ds, steps: int, repeats: int) -> float | None
                 p.data += -0.1 * p.grad
 
     go()
-    return _median_rate(go, steps, repeats)[0]
+    return go, steps
 
 
 def torch_loop_sample(params: dict, block_size: int, num: int, seed: int = 0) -> list[int] | None:
@@ -167,9 +195,10 @@ def torch_loop_sample(params: dict, block_size: int, num: int, seed: int = 0) ->
     return lengths
 
 
-def bench_sweep(cfg: Config, ds, members: int, steps: int, repeats: int) -> float:
+def sweep_case(cfg: Config, ds, members: int, steps: int):
     """A sweep of `members` lecture runs (4 learning rates x seeds), as jax_mlp.sweep runs them
-    (vmapped programs, one per CPU core), in steps/s of each member."""
+    (vmapped programs, one per CPU core): the case (work in steps of each member) and the
+    runner, to close when done."""
     from jax_mlp.sweep import GroupRunner
 
     lrs = [0.03, 0.05, 0.1, 0.2]
@@ -178,9 +207,10 @@ def bench_sweep(cfg: Config, ds, members: int, steps: int, repeats: int) -> floa
     runner = GroupRunner(cfgs, ds)
     try:
         runner.advance(steps)  # warm-up
-        return _median_rate(lambda: runner.advance(steps), steps, repeats)[0]
-    finally:
+    except BaseException:
         runner.close()
+        raise
+    return (lambda: runner.advance(steps), steps), runner
 
 
 _DEVICE_PROBE = """
@@ -276,41 +306,59 @@ def run_bench(data: str | Path | None, quick: bool) -> dict:
                                  "jax": jax.__version__, "optax": optax.__version__},
                      "data": str(data or "bundled"), "quick": quick, "repeats": repeats}
 
-    peak = bench_matmul_peak(512 if quick else 2048, repeats)
-    ours = bench_jax_mlp(cfg, ds, steps, repeats)
-    step_loop = bench_jax_step_loop(cfg, ds, loop_steps, repeats)
-    torch_eager = bench_torch_eager(cfg, ds, loop_steps, repeats)
-
-    big = Config(train=type(cfg.train)(batch_size=2048))
-    big_steps = 20 if quick else 300
-    ours_big = bench_jax_mlp(big, ds, big_steps, repeats)
-    fps, fps_big = flops_per_step(32, fan_in, H, V), flops_per_step(2048, fan_in, H, V)
+    # The figures that are compared with one another are timed in the same rounds.
+    big = Config(train=dataclasses.replace(cfg.train, batch_size=2048))
     n_members = 16
-    sweep_sps = bench_sweep(cfg, ds, n_members, steps // 4, repeats)
-    results["sweep"] = {"members": n_members, "steps_per_second": sweep_sps,
-                        "examples_per_second": sweep_sps * n_members * 32,
-                        "vs_single_run": sweep_sps * n_members / ours["steps_per_second"]}
+    ours, compile_seconds = jax_mlp_case(cfg, ds, steps)
+    cases = {"matmul_peak": matmul_peak_case(512 if quick else 2048), "jax_mlp": ours,
+             "batch_2048": jax_mlp_case(big, ds, 20 if quick else 300)[0],
+             "jax_step_loop": jax_step_loop_case(cfg, ds, loop_steps)}
+    torch_eager = torch_eager_case(cfg, ds, loop_steps)
+    if torch_eager is not None:
+        cases["torch_eager"] = torch_eager
+    cases["sweep"], runner = sweep_case(cfg, ds, n_members, steps // 4)
+    try:
+        rates = _rounds(cases, repeats)
+    finally:
+        runner.close()
+    med = {name: statistics.median(r) for name, r in rates.items()}
+    spread = {name: [min(r), max(r)] for name, r in rates.items()}
+    fps, fps_big = flops_per_step(32, fan_in, H, V), flops_per_step(2048, fan_in, H, V)
+    ours_sps = rates["jax_mlp"]
 
-    results["steps_per_second"] = {"jax_mlp": ours["steps_per_second"], "torch_eager": torch_eager,
-                                   "jax_step_loop": step_loop}
-    results["steps_per_second_spread"] = {"jax_mlp": [min(ours["all"]), max(ours["all"])]}
-    results["examples_per_second"] = {"jax_mlp": ours["steps_per_second"] * 32}
-    results["batch_2048"] = {"steps_per_second": ours_big["steps_per_second"],
-                             "examples_per_second": ours_big["steps_per_second"] * 2048,
-                             "gflops": ours_big["steps_per_second"] * fps_big / 1e9,
-                             "roofline_fraction": ours_big["steps_per_second"] * fps_big / 1e9 / peak,
-                             "steps_per_second_spread": [min(ours_big["all"]), max(ours_big["all"])]}
+    results["steps_per_second"] = {"jax_mlp": med["jax_mlp"], "torch_eager": med.get("torch_eager"),
+                                   "jax_step_loop": med["jax_step_loop"]}
+    results["steps_per_second_spread"] = {k: spread[k] for k in ("jax_mlp", "torch_eager", "jax_step_loop")
+                                          if k in spread}
+    results["examples_per_second"] = {"jax_mlp": med["jax_mlp"] * 32}
+    results["ratios"] = {"jax_mlp_vs_jax_step_loop": _ratio(ours_sps, rates["jax_step_loop"]),
+                         "jax_mlp_vs_torch_eager": (_ratio(ours_sps, rates["torch_eager"])
+                                                    if "torch_eager" in rates else None)}
+    roofline_big = _ratio(rates["batch_2048"], rates["matmul_peak"], fps_big / 1e9)
+    results["batch_2048"] = {"steps_per_second": med["batch_2048"],
+                             "examples_per_second": med["batch_2048"] * 2048,
+                             "gflops": med["batch_2048"] * fps_big / 1e9,
+                             "roofline_fraction": roofline_big["median"],
+                             "roofline_fraction_spread": roofline_big["spread"],
+                             "steps_per_second_spread": spread["batch_2048"]}
+    sweep_vs = _ratio(rates["sweep"], ours_sps, n_members)
+    results["sweep"] = {"members": n_members, "steps_per_second": med["sweep"],
+                        "examples_per_second": med["sweep"] * n_members * 32,
+                        "vs_single_run": sweep_vs["median"], "vs_single_run_spread": sweep_vs["spread"]}
     batch_sizes = [32, 256] if quick else [32, 128, 512, 2048]
     results["examples_per_second_by_batch"] = {
-        str(b): bench_jax_mlp(Config(train=type(cfg.train)(batch_size=b)), ds,
-                              max(10, (steps * 32) // b // (4 if quick else 2)), repeats)["steps_per_second"] * b
+        str(b): bench_jax_mlp(Config(train=dataclasses.replace(cfg.train, batch_size=b)), ds,
+                              max(10, (steps * 32) // b // (4 if quick else 2)), repeats) * b
         for b in batch_sizes}
     results["examples_per_second_by_simulated_devices"] = bench_device_counts(
         data, [1, 2] if quick else [1, 2, 4, 8], 256, 50 if quick else 400)
-    results["matmul_peak_gflops"] = peak
+    results["matmul_peak_gflops"] = med["matmul_peak"]
+    results["matmul_peak_gflops_spread"] = spread["matmul_peak"]
     results["flops_per_step"] = fps
-    results["roofline_fraction"] = ours["steps_per_second"] * fps / 1e9 / peak
-    results["compile_seconds"] = ours["compile_seconds"]
+    roofline = _ratio(ours_sps, rates["matmul_peak"], fps / 1e9)
+    results["roofline_fraction"] = roofline["median"]
+    results["roofline_fraction_spread"] = roofline["spread"]
+    results["compile_seconds"] = compile_seconds
 
     # Memory: the fused loop keeps nothing per step, so RSS must not grow with steps.
     tx, _ = build_optimizer(cfg.optimizer, cfg.schedule)
@@ -327,20 +375,19 @@ def run_bench(data: str | Path | None, quick: bool) -> dict:
 
     params = state.params
     n_names = 1_000 if quick else 10_000
+    loop_names = 100 if quick else 1_000
     sample_names(params, ds.vocab, 3, n_names, jax.random.key(0))  # compile
-    ours_names, _ = _median_rate(lambda: sample_names(params, ds.vocab, 3, n_names, jax.random.key(1)),
-                                 n_names, repeats)
     # The same sampler, made to run a forward per character (the table off), for comparison.
     per_char = lambda k: jax.device_get(sample_tokens(params, k, jnp.float32(1.0), num=n_names, block_size=3,
                                                       max_len=32, table=False))
     per_char(jax.random.key(0))  # compile
-    per_char_names, _ = _median_rate(lambda: per_char(jax.random.key(1)), n_names, repeats)
-    loop_names = 100 if quick else 1_000
     loop = torch_loop_sample if torch_eager is not None else python_loop_sample
-    python_names, _ = _median_rate(lambda: loop(params, 3, loop_names), loop_names, 1 if quick else 3)
-    results["sample_names_per_second"] = {"jax_mlp": ours_names, "jax_mlp_forward_per_character": per_char_names,
-                                          "python_loop": python_names,
-                                          "python_loop_kind": "torch" if torch_eager is not None else "numpy"}
+    samplers = _rounds({"jax_mlp": (lambda: sample_names(params, ds.vocab, 3, n_names, jax.random.key(1)), n_names),
+                        "jax_mlp_forward_per_character": (lambda: per_char(jax.random.key(1)), n_names),
+                        "python_loop": (lambda: loop(params, 3, loop_names), loop_names)}, repeats)
+    results["sample_names_per_second"] = {k: statistics.median(r) for k, r in samplers.items()}
+    results["sample_names_per_second"]["python_loop_kind"] = "torch" if torch_eager is not None else "numpy"
+    results["ratios"]["sampling_vs_python_loop"] = _ratio(samplers["jax_mlp"], samplers["python_loop"])
 
     evaluate(params, ds.X["train"], ds.Y["train"])  # compile
     n_eval = len(ds.Y["train"])
@@ -375,34 +422,39 @@ def _current_rss_mb() -> float:
 
 def format_table(r: dict) -> str:
     """The bench's results as a text table with ratios."""
-    sps = r["steps_per_second"]
+    sps, ratios = r["steps_per_second"], r["ratios"]
     fmt = lambda v: "n/a" if v is None else f"{v:,.0f}"
-    ratio = lambda a, b: "n/a" if a is None or b is None else f"{a / b:.1f}x"
+    times = lambda q: "n/a" if q is None else f"{q['median']:.1f}x (rounds {q['spread'][0]:.1f}-{q['spread'][1]:.1f}x)"
+    pct = lambda m, sp: f"{m:.1%} (rounds {sp[0]:.1%}-{sp[1]:.1%})"
     lines = [
         f"machine: {r['machine']['cpu']} ({r['machine']['cores']} cores), {r['machine']['platform']} "
         f"x{r['machine']['devices']}, "
-        f"jax {r['machine']['jax']}; medians of {r['repeats']} repeats",
+        f"jax {r['machine']['jax']}; medians of {r['repeats']} rounds, each timing every compared loop once",
         "",
         "training, lecture model, batch 32            steps/s   jax_mlp is",
         f"  jax_mlp (fused on-device loop)     {fmt(sps['jax_mlp']):>14}",
         f"  JAX, jitted step from a Python loop{fmt(sps['jax_step_loop']):>14}   "
-        f"{ratio(sps['jax_mlp'], sps['jax_step_loop'])}",
+        f"{times(ratios['jax_mlp_vs_jax_step_loop'])}",
         f"  PyTorch eager, as the lecture      {fmt(sps['torch_eager']):>14}   "
-        f"{ratio(sps['jax_mlp'], sps['torch_eager'])}",
+        f"{times(ratios['jax_mlp_vs_torch_eager'])}",
         f"  compute limit ({r['flops_per_step'] / 1e6:.2f} MFLOP/step at {r['matmul_peak_gflops']:.0f} GFLOP/s)"
         f"{fmt(r['matmul_peak_gflops'] * 1e9 / r['flops_per_step']):>8}   "
-        f"{r['roofline_fraction']:.1%} of it",
+        f"{pct(r['roofline_fraction'], r['roofline_fraction_spread'])} of it",
         f"  compile: {r['compile_seconds']:.2f} s",
         "",
         f"sweep of {r['sweep']['members']} members (vmapped programs, one per CPU core): "
-        f"{fmt(r['sweep']['examples_per_second'])} examples/s = {r['sweep']['vs_single_run']:.1f}x one run's {fmt(r['examples_per_second']['jax_mlp'])}",
+        f"{fmt(r['sweep']['examples_per_second'])} examples/s = "
+        f"{times({'median': r['sweep']['vs_single_run'], 'spread': r['sweep']['vs_single_run_spread']})} "
+        f"one run's {fmt(r['examples_per_second']['jax_mlp'])}",
         f"batch 2048: {fmt(r['batch_2048']['steps_per_second'])} steps/s, "
-        f"{r['batch_2048']['gflops']:.0f} GFLOP/s = {r['batch_2048']['roofline_fraction']:.1%} of the matmul peak "
-        f"(repeats: {' to '.join(fmt(v) for v in r['batch_2048']['steps_per_second_spread'])} steps/s)",
+        f"{r['batch_2048']['gflops']:.0f} GFLOP/s = "
+        f"{pct(r['batch_2048']['roofline_fraction'], r['batch_2048']['roofline_fraction_spread'])} "
+        f"of the matmul peak (repeats: {' to '.join(fmt(v) for v in r['batch_2048']['steps_per_second_spread'])} "
+        "steps/s)",
         f"sampling: {fmt(r['sample_names_per_second']['jax_mlp'])} names/s vs "
         f"{fmt(r['sample_names_per_second']['python_loop'])} for the lecture's per-character "
         f"{r['sample_names_per_second']['python_loop_kind']} loop "
-        f"({ratio(r['sample_names_per_second']['jax_mlp'], r['sample_names_per_second']['python_loop'])}; "
+        f"({times(ratios['sampling_vs_python_loop'])}; "
         f"{fmt(r['sample_names_per_second']['jax_mlp_forward_per_character'])} names/s with a forward per "
         "character instead of the table of every context)",
         f"evaluation: {fmt(r['eval_examples_per_second'])} examples/s (loss over the whole train split)",

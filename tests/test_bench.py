@@ -30,6 +30,16 @@ def test_quick_bench_writes_complete_json(tmp_path, names_path):
     assert all(positive(v) for v in r["examples_per_second_by_simulated_devices"].values())
     assert positive(r["sweep"]["examples_per_second"]) and r["sweep"]["members"] == 16
     assert positive(r["sample_names_per_second"]["jax_mlp_forward_per_character"])
+    # Ratios are taken within each round of timings: a median inside its lowest and highest.
+    ratios = [r["ratios"]["jax_mlp_vs_jax_step_loop"], r["ratios"]["sampling_vs_python_loop"],
+              {"median": r["roofline_fraction"], "spread": r["roofline_fraction_spread"]},
+              {"median": r["batch_2048"]["roofline_fraction"], "spread": r["batch_2048"]["roofline_fraction_spread"]},
+              {"median": r["sweep"]["vs_single_run"], "spread": r["sweep"]["vs_single_run_spread"]}]
+    if sps["torch_eager"] is not None:
+        ratios.append(r["ratios"]["jax_mlp_vs_torch_eager"])
+    for q in ratios:
+        lo, hi = q["spread"]
+        assert positive(lo) and lo <= q["median"] <= hi
     run = r["whole_run"]
     assert run["steps"] == 200 and positive(run["cold_cache_seconds"]) and positive(run["seconds"])
     assert "jax_mlp is" in proc.stdout and "steps/s" in proc.stdout and "process start to exit" in proc.stdout
