@@ -2,8 +2,9 @@
 
     python -m jax_mlp.bench [--data FILE] [--quick] [--json PATH]
 
-Every figure is a median over repeats after a warm-up; ratios are against baselines
-measured in the same run, since the machines here are shared and noisy.
+Every figure is a median over repeats after a warm-up. Loops that are compared are
+timed in interleaved rounds, and a ratio is the median of the per-round ratios, since
+the machines here are shared and noisy.
 """
 
 from __future__ import annotations
