@@ -9,23 +9,21 @@ from pathlib import Path
 
 
 class Progress:
-    """A tqdm bar on a terminal ('bar'), plain log lines ('lines'), or nothing ('none')."""
+    """A tqdm bar on a terminal ('bar'), or none ('none'): then log lines go to `log`."""
 
-    def __init__(self, mode: str, total: int, initial: int = 0):
-        self.mode, self.bar = mode, None
+    def __init__(self, mode: str, total: int, initial: int = 0, log=lambda line: None):
+        self.bar, self._log = None, log
         if mode == "bar":
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stdout)
 
     def log(self, line: str) -> None:
-        """A line of text, printed above the bar when there is one."""
-        if self.mode == "none":
-            return
+        """A line of text: above the bar when there is one, else to `log`."""
         if self.bar is not None:
             self.bar.write(line)
         else:
-            print(line, flush=True)
+            self._log(line)
 
     def advance(self, steps: int, loss: float, lr: float | None, steps_per_second: float) -> None:
         """After each chunk: move the bar and show the latest loss, rate and speed."""

@@ -370,12 +370,17 @@ def _train_and_evaluate(cfg, out_dir, *, tx, overwrite, resume, handle_signals, 
         f"{f', {jax.process_count()} processes' if jax.process_count() > 1 else ''})"
         + (f"; resuming at step {start_step}" if ckpt is not None else ""))
 
-    local = lambda tree: jax.device_put(jax.tree.map(to_host, tree), place.local_device)
+    def localized(state: TrainState) -> TrainState:
+        """The state with one copy of its params and model state on this process's device."""
+        local = lambda tree: jax.device_put(jax.tree.map(to_host, tree), place.local_device)
+        return state._replace(params=local(state.params), model_state=local(state.model_state))
 
-    def loss_on(state: TrainState, split: str) -> float | None:
-        return evaluate(local(state.params), ds.X[split], ds.Y[split], arch=arch, model_state=local(state.model_state))
+    def loss_on(here: TrainState, split: str) -> float | None:
+        """Mean loss of a split under a localized state."""
+        return evaluate(here.params, ds.X[split], ds.Y[split], arch=arch, model_state=here.model_state)
 
-    initial_loss, initial_dev_loss = loss_on(state, "train"), loss_on(state, "dev")
+    here = localized(state)
+    initial_loss, initial_dev_loss = loss_on(here, "train"), loss_on(here, "dev")
     compiled, compile_seconds = compiling.result()
     width = len(str(cfg.train.steps))
     log(f"step {start_step:>{width}}/{cfg.train.steps} | loss {initial_loss:.4f} (whole train split)")
@@ -384,16 +389,19 @@ def _train_and_evaluate(cfg, out_dir, *, tx, overwrite, resume, handle_signals, 
     # this warm-up to fail, raises the error itself).
     warm_sampler = ThreadPoolExecutor(1)
     if cfg.train.num_samples and is_main_process():
-        warm_sampler.submit(sample_names, local(state.params), ds.vocab, cfg.data.block_size,
+        warm_sampler.submit(sample_names, here.params, ds.vocab, cfg.data.block_size,
                             cfg.train.num_samples, jax.random.key(0), max_len, arch=arch,
-                            model_state=local(state.model_state))
+                            model_state=here.model_state)
 
-    def save_checkpoint(state: TrainState, best: float | None) -> float | None:
+    def save_checkpoint(state: TrainState, best: float | None, dev: float | None = None) -> float | None:
+        """Write a step checkpoint, and the best one when `state`'s dev loss (given, or
+        computed here) beats `best`; the best dev loss so far."""
         extra = {"data_fingerprint": fingerprint, "train_words": ds.words["train"]}
         state = jax.tree.map(to_host, state)
         checkpoint.save_rolling(out, cfg.train.keep_checkpoints, state.params, state.opt_state, int(state.step),
                                 state.key, ds.vocab, cfg, max_len, extra=extra, model_state=state.model_state)
-        dev = loss_on(state, "dev")
+        if dev is None:
+            dev = loss_on(localized(state), "dev")
         if dev is not None and (best is None or dev < best):
             checkpoint.save(out / checkpoint.CHECKPOINTS / checkpoint.BEST, state.params, state.opt_state,
                             int(state.step), state.key, ds.vocab, cfg, max_len, extra=extra | {"dev_loss": dev},
@@ -408,7 +416,7 @@ def _train_and_evaluate(cfg, out_dir, *, tx, overwrite, resume, handle_signals, 
         except UserError:
             best = None
     metrics = MetricsWriter(out, keep_until=start_step if resume else None)
-    bar = Progress(progress, cfg.train.steps, start_step)
+    bar = Progress(progress, cfg.train.steps, start_step, log)
     ckpt_every = cfg.train.checkpoint_every
     points = _boundaries(cfg.train.steps, min(cfg.train.log_every, MAX_CHUNK), cfg.train.eval_every)
     if ckpt_every:
@@ -445,10 +453,10 @@ def _train_and_evaluate(cfg, out_dir, *, tx, overwrite, resume, handle_signals, 
                               "steps_per_second": (point - start_step) / train_seconds,
                               "elapsed_seconds": time.perf_counter() - t_start}
                     if evaluated:
-                        record["dev_loss"] = loss_on(state, "dev")
+                        record["dev_loss"] = loss_on(localized(state), "dev")
                     lr = "" if record["learning_rate"] is None else f" | lr {record['learning_rate']:.4g}"
                     dev = "" if record.get("dev_loss") is None else f" | dev {record['dev_loss']:.4f}"
-                    (bar.log if progress == "bar" else log)(
+                    bar.log(
                         f"step {point:>{width}}/{cfg.train.steps} | loss {record['loss']:.4f}"
                         f"{dev}{lr} | {record['steps_per_second']:,.0f} steps/s")
                     metrics.write(record)
@@ -462,8 +470,8 @@ def _train_and_evaluate(cfg, out_dir, *, tx, overwrite, resume, handle_signals, 
         metrics.close()
         warm_sampler.shutdown(wait=True)
 
-    final_params = local(state.params)
-    losses = {f"{s}_loss": loss_on(state, s) for s in ("train", "dev", "test")}
+    final = localized(state)
+    losses = {f"{s}_loss": loss_on(final, s) for s in ("train", "dev", "test")}
     summary = {
         **losses,
         "initial_train_loss": initial_loss,
@@ -485,12 +493,11 @@ def _train_and_evaluate(cfg, out_dir, *, tx, overwrite, resume, handle_signals, 
     if cfg.data.first_n:
         summary["loss_floor"] = loss_floor(ds.X["train"], ds.Y["train"])
     if out is not None and int(to_host(state.step)) != last_saved:
-        save_checkpoint(state, best)
+        save_checkpoint(state, best, losses["dev_loss"])
     summary["wall_seconds"] = time.perf_counter() - t_start
     if out is not None:
         _write_json(out / "summary.json", summary)
-    return Run(state._replace(params=final_params, model_state=local(state.model_state)), ds,
-               summary | {"max_len": max_len})
+    return Run(final, ds, summary | {"max_len": max_len})
 
 
 def overfit_report(params, ds: Dataset, arch: Arch = LECTURE, model_state: dict | None = None) -> str:
