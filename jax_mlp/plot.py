@@ -18,6 +18,7 @@ import numpy as np
 
 from jax_mlp import checkpoint
 from jax_mlp.errors import ArgumentParser, UserError, cli_entry
+from jax_mlp.lr_find import smooth, suggest, write_png
 
 LOSS_SIZE = (8, 4.5)  # inches at 100 dpi: 800 x 450 pixels
 EMBEDDING_SIZE = (8, 8)  # 800 x 800
@@ -48,14 +49,6 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return records
 
 
-def ema(values: np.ndarray, beta: float) -> np.ndarray:
-    out, avg = np.empty_like(values), 0.0
-    for i, v in enumerate(values):
-        avg = beta * avg + (1 - beta) * v
-        out[i] = avg / (1 - beta ** (i + 1))
-    return out
-
-
 def plot_loss(records: list[dict], path: Path) -> None:
     """log10 training loss per log point (each the mean over its steps), smoothed, and the dev loss."""
     plt = _pyplot()
@@ -63,7 +56,7 @@ def plot_loss(records: list[dict], path: Path) -> None:
     loss = np.log10(np.array([r["loss"] for r in records], float))
     fig, ax = plt.subplots(figsize=LOSS_SIZE, dpi=100)
     ax.plot(steps, loss, lw=0.8, alpha=0.45, label="train (mean per log interval)")
-    ax.plot(steps, ema(loss, 0.8 if len(loss) > 10 else 0.0), lw=2, label="train, smoothed")
+    ax.plot(steps, smooth(loss, 0.8 if len(loss) > 10 else 0.0), lw=2, label="train, smoothed")
     dev = [(r["step"], r["dev_loss"]) for r in records if r.get("dev_loss") is not None]
     if dev:
         ax.plot([s for s, _ in dev], np.log10([d for _, d in dev]), "o-", ms=4, label="dev")
@@ -105,8 +98,6 @@ def plot_embedding(C: np.ndarray, itos: tuple[str, ...], path: Path) -> None:
 
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Write every picture the run supports; return their paths."""
-    from jax_mlp.lr_find import smooth, suggest, write_png
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{str(run_dir)!r} is not a run directory")
